@@ -1,0 +1,219 @@
+"""The fast path of the neural memory: chunked, parallel inside each chunk (TITANS.md 1.1).
+
+Shape legend: B = independent memories (batch, or batch x heads), T = tokens in this call,
+C = chunks on the grid, b = chunk_size, i/o = a memory layer's in/out width.
+
+Per token (theta = lr, eta = momentum, alpha = decay; u = 1 for real tokens, 0 for masked ones):
+
+    S_t = eta_t S_{t-1} - theta_t grad l(W_ref; k_t, v_t)        l = ||M(k_t) - v_t||^2
+    W_t = (1 - alpha_t) W_{t-1} + u_t S_t                          y_t = M_{W_t}(q_t)
+
+with `W_ref` the weights at the chunk's start. Inside a chunk this unrolls (relative to the
+weights `W` and momentum `S` at the chunk's start, gradient of token s = delta_s h_s^T) to
+
+    W_t = beta_t W + f_t S - sum_{s<=t} G_{t,s} delta_s h_s^T,
+    beta_t = prod_{j<=t} (1 - alpha_j),  m_t = prod_{j<=t} eta_j,
+    f_t = sum_{r<=t} (beta_t / beta_r) u_r m_r,
+    G_{t,s} = theta_s sum_{r=s..t} (beta_t / beta_r) u_r (m_r / m_s),
+
+so retrieval at every token's own weights is three matmuls per layer (the "dual form"), and the
+only sequential step is from one chunk to the next. A masked token has theta = alpha = 0,
+eta = 1 and u = 0, which leaves weights and momentum exactly unchanged (TITANS.md pitfall 4).
+The call is laid on a grid of whole chunks at absolute positions; grid cells before the stream's
+position or after its end are such identity tokens, so streams cut anywhere continue exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .mlp import get_activation
+from .state import FastWeightState
+
+_LOG_FLOOR = 1e-30  # log(0) -> log(1e-30): finite gradients, products still underflow to 0
+
+
+@dataclass
+class ChunkGates:
+    """Decay/momentum coefficients of every chunk, computed for all chunks at once.
+
+    Attributes (each (B, C, ...)):
+        beta, f: (B, C, b) coefficients of the chunk-start weights and momentum in W_t.
+        G: (B, C, b, b) lower-triangular mixing of the per-token gradients into W_t.
+        momentum_end: (B, C) m_b; momentum_mix: (B, C, b) theta_s m_b / m_s, for S at chunk end.
+    """
+
+    beta: Tensor
+    f: Tensor
+    G: Tensor
+    momentum_end: Tensor
+    momentum_mix: Tensor
+
+
+def segment_sum(x: Tensor) -> Tensor:
+    """(..., b) -> (..., b, b): out[t, s] = sum_{j=s+1..t} x_j for s <= t, -inf above.
+
+    Summing masked copies (not differencing a cumsum) keeps it exact in log space.
+    """
+    b = x.shape[-1]
+    x = x[..., :, None].expand(*x.shape, b)  # [..., j, s] = x_j
+    below = torch.ones(b, b, dtype=torch.bool, device=x.device).tril(-1)
+    out = torch.cumsum(x.masked_fill(~below, 0), dim=-2)
+    keep = torch.ones(b, b, dtype=torch.bool, device=x.device).tril()
+    return out.masked_fill(~keep, float("-inf"))
+
+
+def chunk_gates(lr: Tensor, momentum: Tensor, decay: Tensor, write: Tensor) -> ChunkGates:
+    """Log-space cumulative products of every chunk (fp32 or fp64, never bf16).
+
+    Args:
+        lr, momentum, decay, write: (B, C, b) theta, eta, alpha and u on the chunk grid.
+    """
+    log_keep = torch.log(torch.clamp_min(1 - decay, _LOG_FLOOR))
+    log_eta = torch.log(torch.clamp_min(momentum, _LOG_FLOOR))
+    decay_ts = torch.exp(segment_sum(log_keep))  # (B,C,b,b): beta_t / beta_r
+    momentum_rs = torch.exp(segment_sum(log_eta))  # (B,C,b,b): m_r / m_s
+    beta = torch.exp(torch.cumsum(log_keep, dim=-1))
+    m = torch.exp(torch.cumsum(log_eta, dim=-1))
+    f = (decay_ts @ (write * m)[..., None]).squeeze(-1)
+    G = (decay_ts * write[..., None, :]) @ momentum_rs * lr[..., None, :]
+    return ChunkGates(beta, f, G, m[..., -1], momentum_rs[..., -1, :] * lr)
+
+
+def _to_grid(x: Tensor, offset: int, chunks: int, chunk_size: int, fill: float) -> Tensor:
+    """(B, T, ...) -> (B, C, b, ...): place the call at its absolute offset inside the grid."""
+    after = chunks * chunk_size - offset - x.shape[1]
+    pad = [0, 0] * (x.dim() - 2) + [offset, after]
+    return F.pad(x, pad, value=fill).reshape(x.shape[0], chunks, chunk_size, *x.shape[2:])
+
+
+def _backprop_at_ref(ref: Sequence[Tensor], k: Tensor, v: Tensor, activation: str):
+    """Per-token surprise at the chunk-start weights, by hand (ordinary differentiable ops).
+
+    Args:
+        ref: per-layer weights (B, o_l, i_l); k: (B, b, i_1); v: (B, b, o_L).
+    Returns:
+        inputs h_l (B, b, i_l) and signals delta_l (B, b, o_l) per layer, so that token s's
+        gradient of ||M(k_s) - v_s||^2 for layer l is delta_l[s] h_l[s]^T.
+    """
+    act, act_grad = get_activation(activation)
+    inputs, pre = [k], []
+    for layer, w in enumerate(ref):
+        z = torch.bmm(inputs[-1], w.transpose(1, 2))
+        pre.append(z)
+        if layer < len(ref) - 1:
+            inputs.append(act(z))
+    deltas = [2 * (pre[-1] - v)]
+    for layer in range(len(ref) - 2, -1, -1):
+        back = torch.bmm(deltas[0], ref[layer + 1]) * act_grad(pre[layer])
+        deltas.insert(0, back)
+    return inputs, deltas
+
+
+def _retrieve(W, S, inputs, deltas, q, beta, f, G, activation):
+    """y_t = M_{W_t}(q_t) for every token of the chunk, without materialising any W_t.
+
+    Per layer: W_t a_t = beta_t W a_t + f_t S a_t - sum_s G_{t,s} (h_s . a_t) delta_s.
+    q: (B, b, i_1); beta, f: (B, b); G: (B, b, b). Returns (B, b, o_L).
+    """
+    act, _ = get_activation(activation)
+    a = q
+    for layer, (w, s) in enumerate(zip(W, S)):
+        both = torch.bmm(a, torch.cat([w, s], dim=1).transpose(1, 2))  # (B, b, 2 o)
+        from_w, from_s = both.chunk(2, dim=-1)
+        mix = torch.bmm(a, inputs[layer].transpose(1, 2)) * G  # (B, b, b)
+        z = beta[..., None] * from_w + f[..., None] * from_s - torch.bmm(mix, deltas[layer])
+        a = act(z) if layer < len(W) - 1 else z
+    return a
+
+
+def _chunk_end(W, S, inputs, deltas, beta_end, f_end, G_end, momentum_end, momentum_mix):
+    """Weights and momentum after the chunk's last token (one matmul pair per layer).
+
+    beta_end, f_end, momentum_end: (B,); G_end, momentum_mix: (B, b).
+    """
+    new_W, new_S = [], []
+    for w, s, h, d in zip(W, S, inputs, deltas):
+        scaled = torch.cat([d * G_end[..., None], d * momentum_mix[..., None]], dim=-1)
+        upd_w, upd_s = torch.bmm(scaled.transpose(1, 2), h).chunk(2, dim=1)  # (B, o, i) each
+        new_W.append(beta_end[:, None, None] * w + f_end[:, None, None] * s - upd_w)
+        new_S.append(momentum_end[:, None, None] * s - upd_s)
+    return new_W, new_S
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """float64 stays float64; everything else (bf16, fp16, fp32) runs in float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def neural_memory(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    lr: Tensor,
+    momentum: Tensor,
+    decay: Tensor,
+    weights: Sequence[Tensor],
+    chunk_size: int = 16,
+    activation: str = "gelu",
+    state: Optional[FastWeightState] = None,
+    mask: Optional[Tensor] = None,
+) -> tuple[Tensor, FastWeightState]:
+    """Store every token into the memory and retrieve after each store (TITANS.md 1.1).
+
+    Args:
+        q, k: (B, T, i_1) queries and keys; v: (B, T, o_L) values.
+        lr, momentum, decay: (B, T) theta, eta, alpha, already in their final ranges.
+        weights: initial memory weights M_0, per layer (B, o_l, i_l); ignored when `state` is given.
+        chunk_size: b; gradients of a chunk are taken at its start weights. Chunks sit at
+            absolute stream positions (0, b, 2b, ...), whatever the cuts between calls.
+        activation: "gelu", "silu" or "relu", between layers.
+        state: the state returned by the previous call of the same stream, or None.
+        mask: (B, T) bool, True = real token; a masked token leaves the state unchanged.
+    Returns:
+        y: (B, T, o_L) with y_t = M_{W_t}(q_t); the new state (float32, or float64 for float64
+        inputs, also under autocast).
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    dtype = _compute_dtype(q)
+    with torch.autocast(q.device.type, enabled=False):
+        q, k, v, lr, momentum, decay = (x.to(dtype) for x in (q, k, v, lr, momentum, decay))
+        if state is None:
+            state = FastWeightState.initial([w.to(dtype) for w in weights])
+        if q.shape[1] == 0:
+            return q.new_zeros(*q.shape[:2], v.shape[-1]), state
+        write = torch.ones_like(lr) if mask is None else mask.to(dtype)
+        lr, decay = lr * write, decay * write
+        momentum = torch.where(write > 0, momentum, torch.ones_like(momentum))
+        y, new_state = _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation)
+    return y, new_state
+
+
+def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation):
+    """Lay the call on the chunk grid, precompute all gates, then step chunk by chunk."""
+    offset = state.position % chunk_size
+    T = q.shape[1]
+    chunks = -(-(offset + T) // chunk_size)
+    grid = lambda x, fill=0.0: _to_grid(x, offset, chunks, chunk_size, fill)  # noqa: E731
+    gates = chunk_gates(grid(lr), grid(momentum, 1.0), grid(decay), grid(write))
+    qs, ks, vs = grid(q), grid(k), grid(v)
+    W, S = list(state.weights), list(state.momentum)
+    ref = list(state.ref_weights) if offset else W
+    ys = []
+    for c in range(chunks):
+        inputs, deltas = _backprop_at_ref(ref, ks[:, c], vs[:, c], activation)
+        G = gates.G[:, c]
+        ys.append(_retrieve(W, S, inputs, deltas, qs[:, c], gates.beta[:, c], gates.f[:, c], G, activation))
+        ends = (gates.beta[:, c, -1], gates.f[:, c, -1], G[:, -1])
+        W, S = _chunk_end(W, S, inputs, deltas, *ends, gates.momentum_end[:, c], gates.momentum_mix[:, c])
+        if c < chunks - 1:
+            ref = W
+    y = torch.stack(ys, dim=1).flatten(1, 2)[:, offset : offset + T]
+    position = state.position + T
+    return y, FastWeightState(tuple(W), tuple(S), tuple(ref), position)
