@@ -1,0 +1,36 @@
+"""Tiny float64 backbones shared by the backbone tests."""
+
+import torch
+
+from titans_lightning.backbone import TitansBackbone, TitansConfig
+
+# window 4, segment 4, chunk 3: a 13-token call crosses several window, segment and chunk
+# boundaries, and the chunk boundaries fall mid-segment.
+TINY = dict(size="debug", dim=16, depth=2, heads=2, mlp_hidden=24, chunk_size=3, segment_len=4,
+            window=4, persistent_tokens=2, memory_heads=2, memory_depth=2, memory_expansion=2)
+#: lcm of segment, window and chunk: the stream period after which every boundary repeats
+PERIOD = 12
+
+
+def make_backbone(variant: str, seed: int = 0, **overrides) -> TitansBackbone:
+    torch.manual_seed(seed)
+    cfg = TitansConfig(**{**TINY, "variant": variant, **overrides})
+    return TitansBackbone(cfg).double().eval()
+
+
+def randn(*shape, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64)
+
+#: every variant the tests cover, each a pytest case id
+VARIANTS = ["transformer", "swa"]
+
+
+def stream(model: TitansBackbone, x: torch.Tensor, cuts, mask=None):
+    """Feed x (B, T, D) in pieces split at ``cuts``; return the concatenated hidden states and state."""
+    bounds = [0, *cuts, x.shape[1]]
+    state, outs = None, []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        h, state = model(x[:, a:b], state, None if mask is None else mask[:, a:b])
+        outs.append(h)
+    return torch.cat(outs, 1), state

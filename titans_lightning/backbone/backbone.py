@@ -1,0 +1,113 @@
+"""The Titans backbone: (B, T, D) embeddings in, (B, T, D) hidden states out, state in and out.
+
+No embedding and no head: each domain brings its own. The state makes the backbone a stream
+processor: feeding a stream in pieces of any length, down to one token, gives the same hidden
+states as one call, and for every variant but the transformer the state has a bounded size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .attention import RMSNorm
+from .blocks import StreamContext, TitansBlock
+from .config import TitansConfig
+
+
+@dataclass(frozen=True)
+class TitansState:
+    """Streaming state of a backbone: tokens consumed so far and one mixer state per block.
+
+    An immutable value: keeping an old state is a valid snapshot to resume from.
+    """
+
+    position: int
+    blocks: tuple
+
+    def detach(self) -> "TitansState":
+        """Cut the autograd graph (truncated backpropagation through time across batches)."""
+        return TitansState(self.position, tuple(s.detach() for s in self.blocks))
+
+    def numel(self) -> int:
+        """Elements held by every tensor of the state (constant over a stream but for the transformer)."""
+        return sum(t.numel() for t in _tensors(self.blocks))
+
+
+def _tensors(obj: Any):
+    """Every tensor inside nested dataclasses, tuples, lists and dicts."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _tensors(getattr(obj, f.name))
+    elif isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _tensors(item)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            yield from _tensors(item)
+
+
+class TitansBackbone(nn.Module):
+    """``depth`` TitansBlocks and a final RMSNorm (TITANS.md section 3).
+
+    Parameters, with D = dim, F = mlp_hidden, P = persistent_tokens, N = depth:
+    every block has an MLP (3 D F) and two RMSNorm scales (2 D); the mixer adds
+    4 D^2 + P D for attention (transformer, swa) and the neural memory's own count for
+    mac/mag/mal/lmm (see ``NeuralMemory``), plus the final norm D. The transformer at size
+    ``small`` (D 256, F 704, P 16, N 4) has 3,229,952 parameters; call ``num_parameters()``.
+    """
+
+    block_class = TitansBlock
+    """The unit FSDP wraps and activation checkpointing recomputes."""
+
+    def __init__(self, config: TitansConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.blocks = nn.ModuleList(TitansBlock(config) for _ in range(config.depth))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def initial_state(self, batch: int, like: Tensor) -> TitansState:
+        """State at the start of a stream of ``batch`` sequences (dtype/device of ``like``)."""
+        return TitansState(0, tuple(b.initial_state(batch, like) for b in self.blocks))
+
+    def forward(self, x: Tensor, state: Optional[TitansState] = None,
+                mask: Optional[Tensor] = None) -> tuple[Tensor, TitansState]:
+        """Run T new tokens of B streams.
+
+        Args:
+            x: (B, T, D) input embeddings.
+            state: the state returned by the previous call of the same streams; None = start.
+            mask: (B, T) bool, True = real token. A padded token is never attended to and leaves
+                the memory unchanged; its own output is finite but meaningless.
+
+        Returns:
+            h: (B, T, D) hidden states after the final norm; the next ``state``.
+        """
+        B, T, _ = x.shape
+        if state is None:
+            state = self.initial_state(B, x)
+        if mask is None:
+            mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
+        elif mask.shape != (B, T) or mask.dtype != torch.bool:
+            raise ValueError(f"mask: expected a bool tensor of shape {(B, T)}, got {mask.dtype} {tuple(mask.shape)}")
+        positions = torch.arange(state.position, state.position + T, device=x.device)
+        ctx = StreamContext(positions, mask)
+        new_states = []
+        for block, block_state in zip(self.blocks, state.blocks):
+            x, block_state = block(x, ctx, block_state)
+            new_states.append(block_state)
+        return self.norm(x), TitansState(state.position + T, tuple(new_states))

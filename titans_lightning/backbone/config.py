@@ -1,0 +1,162 @@
+"""Typed configuration of the Titans backbone, with one size dial.
+
+``TitansConfig(variant=..., size=...)`` fills every size-coupled field left ``None`` from the named
+size (``debug``, ``small``, ``base``), so a recipe states only what it changes. Field docstrings
+become the command-line help through jsonargparse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Optional
+
+Variant = Literal["mac", "mag", "mal", "lmm", "transformer", "swa"]
+Size = Literal["debug", "small", "base"]
+
+VARIANTS = ("mac", "mag", "mal", "lmm", "transformer", "swa")
+#: variants whose blocks hold a neural long-term memory
+MEMORY_VARIANTS = ("mac", "mag", "mal", "lmm")
+#: variants whose blocks hold an attention layer
+ATTENTION_VARIANTS = ("mac", "mag", "mal", "transformer", "swa")
+
+# Size-coupled fields per named size. debug is tiny so tests and recipes run in seconds on CPU;
+# base follows the paper's setting (segment 512, window 2048, 128 persistent tokens, chunk 16).
+SIZES: dict[str, dict[str, int]] = {
+    "debug": dict(dim=32, depth=2, heads=2, chunk_size=4, segment_len=8, window=8,
+                  persistent_tokens=2, memory_heads=2, memory_depth=2, memory_expansion=2),
+    "small": dict(dim=256, depth=4, heads=4, chunk_size=16, segment_len=256, window=512,
+                  persistent_tokens=16, memory_heads=4, memory_depth=2, memory_expansion=4),
+    "base": dict(dim=768, depth=12, heads=12, chunk_size=16, segment_len=512, window=2048,
+                 persistent_tokens=128, memory_heads=12, memory_depth=2, memory_expansion=4),
+}
+
+
+def _swiglu_hidden(dim: int) -> int:
+    """Llama's SwiGLU width: 8/3 * dim rounded up to a multiple of 32 (same FLOPs as a 4x MLP)."""
+    return 32 * math.ceil(8 * dim / 3 / 32)
+
+
+@dataclass
+class TitansConfig:
+    """Configuration of :class:`~titans_lightning.backbone.TitansBackbone`.
+
+    Example::
+
+        TitansConfig(variant="mac", size="debug")
+        TitansConfig.from_name("small", variant="lmm", depth=6)
+    """
+
+    variant: Variant = "mac"
+    """Token mixer of every block: mac (memory as context), mag (memory as gate), mal (memory as
+    layer), lmm (memory only), transformer (full causal attention), swa (sliding window only)."""
+    size: Size = "debug"
+    """Named size that fills every size-coupled field left None: debug, small or base."""
+    dim: Optional[int] = None
+    """Model width (embedding dimension of the (B, T, dim) hidden states)."""
+    depth: Optional[int] = None
+    """Number of blocks."""
+    heads: Optional[int] = None
+    """Attention heads; dim must be divisible by heads and dim / heads must be even (RoPE)."""
+    mlp_hidden: Optional[int] = None
+    """SwiGLU hidden width; None = 8/3 * dim rounded up to a multiple of 32."""
+    chunk_size: Optional[int] = None
+    """Memory chunk size b: inside a chunk every surprise gradient is taken at the chunk-start
+    weights (TITANS.md 1.1); 1 is the pure recurrence."""
+    segment_len: Optional[int] = None
+    """MAC segment length C: attention runs within a segment, memory is read before it."""
+    memory_tokens: Optional[int] = None
+    """MAC long-term memory tokens per segment; None = segment_len (one retrieval per token).
+    A smaller value averages the retrievals of segment_len / memory_tokens consecutive tokens;
+    it must divide segment_len."""
+    window: Optional[int] = None
+    """Sliding-window size (keys per query, itself included) for mag, mal and swa."""
+    persistent_tokens: Optional[int] = None
+    """Learnable persistent-memory tokens per attention layer, visible to every query; 0 = none."""
+    memory_heads: Optional[int] = None
+    """Heads of the neural memory; dim must be divisible by memory_heads."""
+    memory_depth: Optional[int] = None
+    """Layers of the memory MLP (1 = matrix memory)."""
+    memory_expansion: Optional[int] = None
+    """Hidden expansion of the memory MLP (used when memory_depth >= 2)."""
+    memory_max_lr: float = 0.1
+    """Upper bound of the data-dependent inner learning rate theta."""
+    gate: Literal["sigmoid", "silu"] = "sigmoid"
+    """MAG: non-linearity applied to the normalised memory branch before it gates attention."""
+    dropout: float = 0.0
+    """Dropout on attention probabilities and on each residual branch (training only)."""
+    rope_base: float = 10000.0
+    """RoPE base frequency."""
+    norm_eps: float = 1e-6
+    """RMSNorm epsilon."""
+
+    def __post_init__(self) -> None:
+        _check_choice("variant", self.variant, VARIANTS)
+        _check_choice("size", self.size, tuple(SIZES))
+        for name, value in SIZES[self.size].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.mlp_hidden is None:
+            self.mlp_hidden = _swiglu_hidden(self.dim)
+        if self.memory_tokens is None:
+            self.memory_tokens = self.segment_len
+        self._validate()
+
+    @classmethod
+    def from_name(cls, name: str, **overrides: Any) -> "TitansConfig":
+        """The named size ``name`` with ``overrides`` applied (any field, e.g. ``variant="lmm"``)."""
+        _check_choice("size", name, tuple(SIZES))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise TypeError(f"TitansConfig has no field(s) {unknown}; known: {sorted(known)}")
+        return cls(size=name, **overrides)
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head (dim // heads)."""
+        return self.dim // self.heads
+
+    @property
+    def has_memory(self) -> bool:
+        """Whether blocks hold a neural long-term memory."""
+        return self.variant in MEMORY_VARIANTS
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether blocks hold an attention layer."""
+        return self.variant in ATTENTION_VARIANTS
+
+    def _validate(self) -> None:
+        for name in ("dim", "depth", "heads", "mlp_hidden", "chunk_size", "segment_len",
+                     "memory_tokens", "window", "memory_heads", "memory_depth", "memory_expansion"):
+            _check_positive_int(name, getattr(self, name))
+        if not isinstance(self.persistent_tokens, int) or self.persistent_tokens < 0:
+            raise ValueError(f"TitansConfig.persistent_tokens: expected an int >= 0, "
+                             f"got {self.persistent_tokens!r}")
+        if self.dim % self.heads or self.head_dim % 2:
+            raise ValueError(f"TitansConfig.heads: dim ({self.dim}) must split into heads "
+                             f"({self.heads}) of even width, got head width {self.dim / self.heads}")
+        if self.dim % self.memory_heads:
+            raise ValueError(f"TitansConfig.memory_heads: dim ({self.dim}) must be divisible by "
+                             f"memory_heads, got {self.memory_heads}")
+        if self.memory_tokens > self.segment_len or self.segment_len % self.memory_tokens:
+            raise ValueError(f"TitansConfig.memory_tokens: expected a divisor of segment_len "
+                             f"({self.segment_len}), got {self.memory_tokens}")
+        _check_choice("gate", self.gate, ("sigmoid", "silu"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"TitansConfig.dropout: expected 0 <= dropout < 1, got {self.dropout}")
+        for name in ("memory_max_lr", "rope_base", "norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TitansConfig.{name}: expected a positive number, "
+                                 f"got {getattr(self, name)!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"TitansConfig.{name}: expected one of {list(choices)}, got {value!r}")
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"TitansConfig.{name}: expected a positive int, got {value!r}")
