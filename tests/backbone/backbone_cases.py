@@ -1,5 +1,6 @@
 """Tiny float64 backbones shared by the backbone tests."""
 
+import pytest
 import torch
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
@@ -22,8 +23,18 @@ def randn(*shape, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g, dtype=torch.float64)
 
-#: every variant the tests cover, each a pytest case id
-VARIANTS = ["transformer", "swa"]
+#: (variant, config overrides): every variant, plus the options that take another code path
+CASES = [
+    pytest.param("mac", {}, id="mac"),
+    pytest.param("mac", {"memory_tokens": 2}, id="mac-pooled"),
+    pytest.param("mag", {}, id="mag"),
+    pytest.param("mag", {"gate": "silu", "persistent_tokens": 0}, id="mag-silu-no-persistent"),
+    pytest.param("mal", {}, id="mal"),
+    pytest.param("lmm", {}, id="lmm"),
+    pytest.param("transformer", {}, id="transformer"),
+    pytest.param("transformer", {"persistent_tokens": 0}, id="transformer-no-persistent"),
+    pytest.param("swa", {}, id="swa"),
+]
 
 
 def stream(model: TitansBackbone, x: torch.Tensor, cuts, mask=None):

@@ -3,15 +3,15 @@ independence, bounded state, gradients everywhere, padding."""
 
 import pytest
 import torch
-from backbone_cases import PERIOD, VARIANTS, make_backbone, randn, stream
+from backbone_cases import CASES, PERIOD, make_backbone, randn, stream
 
 T = 13  # crosses window/segment (4) and chunk (3) boundaries
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_causality(variant):
+@pytest.mark.parametrize("variant, overrides", CASES)
+def test_causality(variant, overrides):
     """Perturbing tokens after t leaves hidden states up to t unchanged, at every t."""
-    model = make_backbone(variant)
+    model = make_backbone(variant, **overrides)
     x = randn(1, T, 16)
     h, _ = model(x)
     for t in (0, 2, 3, 4, 5, 7, 8, 11):  # both sides of window/segment/chunk boundaries
@@ -22,10 +22,10 @@ def test_causality(variant):
         assert (h2[:, t + 1:] - h[:, t + 1:]).abs().max() > 1e-6, "the future must matter"
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant, overrides", CASES)
 @pytest.mark.parametrize("cuts", [[1, 2, 7], [5, 6], [3, 4, 9, 12]], ids=["1-1-5-6", "5-1-7", "3-1-5-3-1"])
-def test_pieces_equal_whole(variant, cuts):
-    model = make_backbone(variant)
+def test_pieces_equal_whole(variant, overrides, cuts):
+    model = make_backbone(variant, **overrides)
     x = randn(2, T, 16)
     h, state = model(x)
     h2, state2 = stream(model, x, cuts)
@@ -33,18 +33,18 @@ def test_pieces_equal_whole(variant, cuts):
     assert state2.position == state.position == T
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_token_by_token_equals_whole(variant):
-    model = make_backbone(variant)
+@pytest.mark.parametrize("variant, overrides", CASES)
+def test_token_by_token_equals_whole(variant, overrides):
+    model = make_backbone(variant, **overrides)
     x = randn(2, T, 16)
     h, _ = model(x)
     h2, _ = stream(model, x, list(range(1, T)))
     torch.testing.assert_close(h2, h, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_batch_independence(variant):
-    model = make_backbone(variant)
+@pytest.mark.parametrize("variant, overrides", CASES)
+def test_batch_independence(variant, overrides):
+    model = make_backbone(variant, **overrides)
     x = randn(3, T, 16)
     perm = torch.tensor([2, 0, 1])
     h, _ = model(x)
@@ -54,12 +54,12 @@ def test_batch_independence(variant):
     torch.testing.assert_close(h_alone, h[1:2], rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_state_size_bounded(variant):
+@pytest.mark.parametrize("variant, overrides", CASES)
+def test_state_size_bounded(variant, overrides):
     """The state holds the same number of elements after 1 and after 6 stream periods, and
     token-by-token it never exceeds its largest size within the first period plus one.
     Only the transformer's KV cache grows."""
-    model = make_backbone(variant)
+    model = make_backbone(variant, **overrides)
     x = randn(1, 6 * PERIOD, 16)
     _, state = model(x[:, :PERIOD])
     sizes = [state.numel()]
@@ -77,9 +77,9 @@ def test_state_size_bounded(variant):
     assert max(per_token[2 * PERIOD:]) == max(per_token[:2 * PERIOD]) <= max(per_token[:PERIOD + 1])
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_gradients_reach_every_parameter(variant):
-    model = make_backbone(variant).train()
+@pytest.mark.parametrize("variant, overrides", CASES)
+def test_gradients_reach_every_parameter(variant, overrides):
+    model = make_backbone(variant, **overrides).train()
     x = randn(2, T, 16).requires_grad_()
     h, _ = model(x)
     h.pow(2).mean().backward()
@@ -88,9 +88,9 @@ def test_gradients_reach_every_parameter(variant):
     assert x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_detached_state_continues_the_stream(variant):
-    model = make_backbone(variant)
+@pytest.mark.parametrize("variant, overrides", CASES)
+def test_detached_state_continues_the_stream(variant, overrides):
+    model = make_backbone(variant, **overrides)
     x = randn(1, T, 16, seed=3).requires_grad_()
     h, _ = model(x)
     _, state = model(x[:, :6])
@@ -101,11 +101,11 @@ def test_detached_state_continues_the_stream(variant):
     assert x.grad[:, :6].abs().sum() == 0 and x.grad[:, 6:].abs().sum() > 0
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_masked_tokens_do_not_matter(variant):
+@pytest.mark.parametrize("variant, overrides", CASES)
+def test_masked_tokens_do_not_matter(variant, overrides):
     """Changing the content of padded tokens leaves every real token's hidden state unchanged,
     in one call and streamed."""
-    model = make_backbone(variant)
+    model = make_backbone(variant, **overrides)
     x = randn(2, T, 16)
     mask = torch.ones(2, T, dtype=torch.bool)
     mask[0, [1, 5, 6, 10]] = False
@@ -119,10 +119,10 @@ def test_masked_tokens_do_not_matter(variant):
     assert torch.isfinite(h2).all()
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_left_padding_by_a_period_is_invisible(variant):
+@pytest.mark.parametrize("variant, overrides", CASES)
+def test_left_padding_by_a_period_is_invisible(variant, overrides):
     """Left padding by a whole period (boundaries stay aligned) gives the unpadded result."""
-    model = make_backbone(variant)
+    model = make_backbone(variant, **overrides)
     x = randn(1, T, 16)
     h, _ = model(x)
     padded = torch.cat((randn(1, PERIOD, 16, seed=5), x), 1)

@@ -113,7 +113,7 @@ class Prefix:
     q_raw: Tensor
 
 
-def _sdpa(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, prefix: Optional[Prefix], dropout: float) -> Tensor:
+def sdpa_with_prefix(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, prefix: Optional[Prefix], dropout: float) -> Tensor:
     """SDPA over (..., T, d) queries and (..., S, d) keys, with persistent keys/values prepended
     (visible to every query). ``allowed`` broadcasts to (..., T, S); returns (..., T, d)."""
     scale = q.shape[-1] ** -0.5
@@ -138,10 +138,16 @@ def full_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor,
     if prefix is None and T == S and bool(valid.all()):
         # the plain training case takes the kernel's own causal path (no mask tensor)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-    rows = torch.arange(T, device=q.device)[:, None] + (S - T)
-    cols = torch.arange(S, device=q.device)[None, :]
-    allowed = (cols <= rows) & (valid[:, None, None, :] | (cols == rows))  # (B, 1, T, S)
-    return _sdpa(q, k, v, allowed, prefix, dropout)
+    return sdpa_with_prefix(q, k, v, causal_mask(T, valid), prefix, dropout)
+
+
+def causal_mask(T: int, valid: Tensor) -> Tensor:
+    """(B, 1, T, S) mask of T queries that are the last T of S keys with validity (B, S):
+    a query sees the valid keys up to itself, and always itself."""
+    S = valid.shape[1]
+    rows = torch.arange(T, device=valid.device)[:, None] + (S - T)
+    cols = torch.arange(S, device=valid.device)[None, :]
+    return (cols <= rows) & (valid[:, None, None, :] | (cols == rows))
 
 
 def sliding_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, window: int,
@@ -172,7 +178,7 @@ def sliding_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, window: in
     allowed = band & (vmask[:, None, :, None, :] | (cols == rows + window - 1))  # (B, 1, n, nq, span)
     if prefix is not None:
         prefix = Prefix(prefix.k[:, :, None], prefix.v[:, :, None], prefix.q_raw.reshape(B, H, n, nq, d))
-    out = _sdpa(q.reshape(B, H, n, nq, d), kb, vb, allowed, prefix, dropout)
+    out = sdpa_with_prefix(q.reshape(B, H, n, nq, d), kb, vb, allowed, prefix, dropout)
     return out.reshape(B, H, n * nq, d)[:, :, :T]
 
 
@@ -204,6 +210,13 @@ class Attention(nn.Module):
         q, k, v = (self.split_heads(t) for t in self.qkv(x).chunk(3, dim=-1))
         cos, sin = rope_angles(positions, self.head_dim, self.rope_base, x.dtype)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, self.prefix(q)
+
+    def project_kv(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """k (RoPE at ``positions``) and v, each (B, H, T, d), of x (B, T, D)."""
+        D = x.shape[-1]
+        k, v = (self.split_heads(t) for t in F.linear(x, self.qkv.weight[D:]).chunk(2, dim=-1))
+        cos, sin = rope_angles(positions, self.head_dim, self.rope_base, x.dtype)
+        return apply_rope(k, cos, sin), v
 
     def prefix(self, q_raw: Tensor) -> Optional[Prefix]:
         """Persistent keys/values (1, H, P, d) for the un-rotated queries q_raw, or None."""

@@ -7,7 +7,7 @@ Shape legend: B batch, T new tokens, D model width.
 owns its pre-norms and residual adds, because MAL stacks two residual sub-layers (memory, then
 attention) where the others have one.
 
-Every mixer has the same interface::
+Every mixer (``mixers.py``, ``mac.py``) has the same interface::
 
     mixer(x, ctx, state) -> (x, state)     # x: (B, T, D) residual stream, ctx: StreamContext
     mixer.initial_state(batch, like)       # state at the start of a stream
@@ -18,50 +18,12 @@ call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
-from .attention import Attention, KVCache, RMSNorm, SwiGLU
+from .attention import RMSNorm, SwiGLU
 from .config import TitansConfig
-
-
-@dataclass(frozen=True)
-class StreamContext:
-    """Where the new tokens sit in the stream.
-
-    positions: (T,) absolute positions of the new tokens (RoPE, window, chunk and segment
-    boundaries all count from the start of the stream); valid: (B, T) bool, True = real token.
-    """
-
-    positions: Tensor
-    valid: Tensor
-
-    @property
-    def start(self) -> int:
-        """Absolute position of the first new token."""
-        return int(self.positions[0]) if self.positions.numel() else 0
-
-
-class AttentionMixer(nn.Module):
-    """Transformer++ (``window=None``, full causal) or sliding-window attention: ``x + Attn(norm(x))``.
-
-    Parameters: 4 * D^2 + (P + 1) * D. State: a KVCache, growing for full attention and
-    exactly ``window - 1`` slots for a sliding window.
-    """
-
-    def __init__(self, cfg: TitansConfig, window: int | None) -> None:
-        super().__init__()
-        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg.dim, cfg.heads, cfg.persistent_tokens, window, cfg.rope_base, cfg.dropout)
-        self.drop = nn.Dropout(cfg.dropout)
-
-    def initial_state(self, batch: int, like: Tensor) -> KVCache:
-        return self.attn.empty_cache(batch, like)
-
-    def forward(self, x: Tensor, ctx: StreamContext, state: KVCache) -> tuple[Tensor, KVCache]:
-        y, state = self.attn(self.norm(x), ctx.positions, ctx.valid, state)
-        return x + self.drop(y), state
+from .mac import MACMixer
+from .mixers import AttentionMixer, LMMMixer, MAGMixer, MALMixer, StreamContext
 
 
 def build_mixer(cfg: TitansConfig) -> nn.Module:
@@ -70,7 +32,7 @@ def build_mixer(cfg: TitansConfig) -> nn.Module:
         return AttentionMixer(cfg, window=None)
     if cfg.variant == "swa":
         return AttentionMixer(cfg, window=cfg.window)
-    raise NotImplementedError(f"variant {cfg.variant!r} lands with the memory layer (issue 3)")
+    return {"mac": MACMixer, "mag": MAGMixer, "mal": MALMixer, "lmm": LMMMixer}[cfg.variant](cfg)
 
 
 class TitansBlock(nn.Module):
