@@ -99,19 +99,19 @@ def _backprop_at_ref(ref: Sequence[Tensor], k: Tensor, v: Tensor, activation: st
         ref: per-layer weights (B, o_l, i_l); k: (B, b, i_1); v: (B, b, o_L).
     Returns:
         inputs h_l (B, b, i_l) and signals delta_l (B, b, o_l) per layer, so that token s's
-        gradient of ||M(k_s) - v_s||^2 for layer l is delta_l[s] h_l[s]^T.
+        gradient of ||M(k_s) - v_s||^2 for layer l is 2 delta_l[s] h_l[s]^T (the factor 2 is
+        folded into the gates by `chunk_gates` callers, saving one pass over the signals).
     """
-    act, act_grad = get_activation(activation)
+    act, act_backward = get_activation(activation)
     inputs, pre = [k], []
     for layer, w in enumerate(ref):
         z = torch.bmm(inputs[-1], w.transpose(1, 2))
         pre.append(z)
         if layer < len(ref) - 1:
             inputs.append(act(z))
-    deltas = [2 * (pre[-1] - v)]
+    deltas = [pre[-1] - v]
     for layer in range(len(ref) - 2, -1, -1):
-        back = torch.bmm(deltas[0], ref[layer + 1]) * act_grad(pre[layer])
-        deltas.insert(0, back)
+        deltas.insert(0, act_backward(torch.bmm(deltas[0], ref[layer + 1]), pre[layer]))
     return inputs, deltas
 
 
@@ -123,26 +123,27 @@ def _retrieve(W, S, inputs, deltas, q, beta, f, G, activation):
     """
     act, _ = get_activation(activation)
     a = q
+    beta, f = beta[..., None], f[..., None]
     for layer, (w, s) in enumerate(zip(W, S)):
-        both = torch.bmm(a, torch.cat([w, s], dim=1).transpose(1, 2))  # (B, b, 2 o)
-        from_w, from_s = both.chunk(2, dim=-1)
         mix = torch.bmm(a, inputs[layer].transpose(1, 2)) * G  # (B, b, b)
-        z = beta[..., None] * from_w + f[..., None] * from_s - torch.bmm(mix, deltas[layer])
+        z = torch.baddbmm(torch.bmm(a * f, s.transpose(1, 2)), a * beta, w.transpose(1, 2))
+        z = torch.baddbmm(z, mix, deltas[layer], alpha=-1)
         a = act(z) if layer < len(W) - 1 else z
     return a
 
 
 def _chunk_end(W, S, inputs, deltas, beta_end, f_end, G_end, momentum_end, momentum_mix):
-    """Weights and momentum after the chunk's last token (one matmul pair per layer).
+    """Weights and momentum after the chunk's last token (two matmuls per layer).
 
     beta_end, f_end, momentum_end: (B,); G_end, momentum_mix: (B, b).
     """
+    beta_end, f_end, momentum_end = (x[:, None, None] for x in (beta_end, f_end, momentum_end))
+    G_end, momentum_mix = G_end[..., None], momentum_mix[..., None]
     new_W, new_S = [], []
     for w, s, h, d in zip(W, S, inputs, deltas):
-        scaled = torch.cat([d * G_end[..., None], d * momentum_mix[..., None]], dim=-1)
-        upd_w, upd_s = torch.bmm(scaled.transpose(1, 2), h).chunk(2, dim=1)  # (B, o, i) each
-        new_W.append(beta_end[:, None, None] * w + f_end[:, None, None] * s - upd_w)
-        new_S.append(momentum_end[:, None, None] * s - upd_s)
+        d_t = d.transpose(1, 2)  # (B, o, b)
+        new_W.append(torch.baddbmm(beta_end * w + f_end * s, d_t, h * G_end, alpha=-1))
+        new_S.append(torch.baddbmm(momentum_end * s, d_t, h * momentum_mix, alpha=-1))
     return new_W, new_S
 
 
@@ -201,17 +202,18 @@ def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activati
     T = q.shape[1]
     chunks = -(-(offset + T) // chunk_size)
     grid = lambda x, fill=0.0: _to_grid(x, offset, chunks, chunk_size, fill)  # noqa: E731
-    gates = chunk_gates(grid(lr), grid(momentum, 1.0), grid(decay), grid(write))
-    qs, ks, vs = grid(q), grid(k), grid(v)
+    gates = chunk_gates(grid(2 * lr), grid(momentum, 1.0), grid(decay), grid(write))  # 2: d||e||^2/de
+    # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
+    qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
+    beta, f, G, m_end, m_mix = (x.unbind(1) for x in (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix))
     W, S = list(state.weights), list(state.momentum)
     ref = list(state.ref_weights) if offset else W
     ys = []
     for c in range(chunks):
-        inputs, deltas = _backprop_at_ref(ref, ks[:, c], vs[:, c], activation)
-        G = gates.G[:, c]
-        ys.append(_retrieve(W, S, inputs, deltas, qs[:, c], gates.beta[:, c], gates.f[:, c], G, activation))
-        ends = (gates.beta[:, c, -1], gates.f[:, c, -1], G[:, -1])
-        W, S = _chunk_end(W, S, inputs, deltas, *ends, gates.momentum_end[:, c], gates.momentum_mix[:, c])
+        inputs, deltas = _backprop_at_ref(ref, ks[c], vs[c], activation)
+        ys.append(_retrieve(W, S, inputs, deltas, qs[c], beta[c], f[c], G[c], activation))
+        ends = (beta[c][:, -1], f[c][:, -1], G[c][:, -1], m_end[c], m_mix[c])
+        W, S = _chunk_end(W, S, inputs, deltas, *ends)
         if c < chunks - 1:
             ref = W
     y = torch.stack(ys, dim=1).flatten(1, 2)[:, offset : offset + T]

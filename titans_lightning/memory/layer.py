@@ -47,7 +47,10 @@ class MemoryState:
 
 
 def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
-    """Depthwise conv1d with left context only.
+    """Depthwise conv1d with left context only, as K shifted multiply-adds.
+
+    For K = 4 this is several times faster than F.conv1d's depthwise kernel on CPU, forward and
+    backward. y_t = bias + sum_j weight[:, 0, j] * x_{t - K + 1 + j}.
 
     Args:
         x: (B, T, C); weight: (C, 1, K); bias: (C,); cache: (B, K-1, C) the previous inputs.
@@ -55,7 +58,10 @@ def causal_depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor, cache: Tensor
         (B, T, C) outputs and the new cache (B, K-1, C).
     """
     full = torch.cat([cache.to(x.dtype), x], dim=1)
-    y = F.conv1d(full.transpose(1, 2), weight, bias, groups=x.shape[-1]).transpose(1, 2)
+    T, K = x.shape[1], weight.shape[-1]
+    y = bias + full[:, K - 1 :] * weight[:, 0, K - 1]
+    for j in range(K - 1):
+        y = y + full[:, j : j + T] * weight[:, 0, j]
     return y, full[:, full.shape[1] - cache.shape[1] :]
 
 

@@ -3,54 +3,39 @@
 Shape legend: N = independent memories (batch x heads), n = tokens, i/o = a layer's in/out width.
 
 `M(x) = W_L s(... s(W_1 x))` (TITANS.md section 1): a bias-free MLP whose weights are per-memory
-tensors `W_l` of shape (N, o, i). Depth 1 is a matrix memory. The derivative of each activation is
-written out so that the fast path can backpropagate by hand with ordinary (differentiable) ops.
+tensors `W_l` of shape (N, o, i). Depth 1 is a matrix memory. Each activation comes with its
+backward, so that the fast path can backpropagate by hand with differentiable ops.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-_SQRT_HALF = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
-
-def _gelu(z: Tensor) -> Tensor:
-    return 0.5 * z * (1.0 + torch.erf(z * _SQRT_HALF))
-
-
-def _gelu_grad(z: Tensor) -> Tensor:
-    cdf = 0.5 * (1.0 + torch.erf(z * _SQRT_HALF))
-    pdf = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
-    return cdf + z * pdf
-
-
-def _silu(z: Tensor) -> Tensor:
-    return z * torch.sigmoid(z)
-
-
-def _silu_grad(z: Tensor) -> Tensor:
+def _silu_backward(grad: Tensor, z: Tensor) -> Tensor:  # aten's silu_backward has no double backward
     sig = torch.sigmoid(z)
-    return sig * (1.0 + z * (1.0 - sig))
+    return grad * sig * (1 + z * (1 - sig))
 
 
-def _relu_grad(z: Tensor) -> Tensor:
-    return (z > 0).to(z.dtype)
+def _relu_backward(grad: Tensor, z: Tensor) -> Tensor:
+    return grad * (z > 0).to(grad.dtype)
 
 
-ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
-    "gelu": (_gelu, _gelu_grad),
-    "silu": (_silu, _silu_grad),
-    "relu": (torch.relu, _relu_grad),
+# name -> (s, backward) with backward(g, z) = g * s'(z); aten's gelu_backward is fused and
+# itself differentiable, which the meta-gradient through the hand-written backprop needs.
+ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]] = {
+    "gelu": (F.gelu, torch.ops.aten.gelu_backward),
+    "silu": (F.silu, _silu_backward),
+    "relu": (F.relu, _relu_backward),
 }
 
 
-def get_activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    """Return `(s, s')` for an activation name; raises with the known names otherwise."""
+def get_activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor, Tensor], Tensor]]:
+    """Return `(s, backward)` for an activation name, `backward(g, z) = g * s'(z)`."""
     try:
         return ACTIVATIONS[name]
     except KeyError:
