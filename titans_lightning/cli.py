@@ -1,0 +1,110 @@
+"""The single entry point: ``titans fit|validate|test|predict -c recipe.yaml [--key value ...]``.
+
+``model`` is any :class:`~titans_lightning.tasks.TitansTask` subclass and ``data`` any
+:class:`~datamodules.TitansDataModule` subclass, both named by ``class_path`` in the recipe (an
+import path: a domain may live outside this package). Configs merge left to right (``-c a.yaml
+-c b.yaml --trainer.max_steps 10``) and OmegaConf interpolations such as
+``${trainer.max_steps}`` resolve after the merge. The resolved config is written into each run's
+folder as ``config.yaml``; ``titans fit -c <run>/config.yaml`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch.distributed as dist
+from jsonargparse import set_parsing_settings
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+from datamodules.base import TitansDataModule
+from titans_lightning.callbacks import run_directory
+from titans_lightning.tasks.base import TitansTask
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Writes the resolved config to ``<run dir>/config.yaml`` (next to ``checkpoints/``) and
+    into the config of every W&B run.
+
+    Lightning's default writes to ``trainer.log_dir``, which for W&B is the shared ``save_dir``:
+    every run would collide there. A run folder is new per run (a new CSV version, a new W&B
+    run id), so overwriting only ever replaces a copy of the same run (a resumed W&B id).
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        run_dir = run_directory(trainer)  # collective: every rank calls it
+        if trainer.is_global_zero:
+            os.makedirs(run_dir, exist_ok=True)
+            self.parser.save(self.config, os.path.join(run_dir, self.config_filename),
+                             skip_unset=False, overwrite=True, multifile=self.multifile)
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_hyperparams({"config": self.config.clone().as_dict()})
+        self.already_saved = True
+
+
+class TitansCLI(LightningCLI):
+    """LightningCLI with the data-to-model size link and the toolkit's default callbacks."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Whatever sizes a DataModule derives (vocab_size, num_items, channels, classes) reach
+        # the task whole, so a new domain adds sizes without touching the CLI.
+        parser.link_arguments("data.data_sizes", "model.init_args.data_sizes", apply_on="instantiate")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        configured = config.get("callbacks") or []
+        configured = configured if isinstance(configured, list) else [configured]
+        return super()._instantiate_trainer(config, callbacks + self.default_callbacks(config, configured + callbacks))
+
+    def default_callbacks(self, config: dict[str, Any], present: list[Callback]) -> list[Callback]:
+        """A rich progress bar and a checkpoint that keeps ``last.ckpt`` plus the best by the
+        task's ``monitor`` / ``monitor_mode``, each unless the recipe configures its own (or
+        disables it with ``enable_progress_bar`` / ``enable_checkpointing: false``)."""
+        defaults: list[Callback] = []
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in present):
+            defaults.append(RichProgressBar())
+        if config.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in present):
+            defaults.append(ModelCheckpoint(
+                monitor=getattr(self.model, "monitor", None),
+                mode=getattr(self.model, "monitor_mode", "min"),
+                filename="best-{step}",
+                save_last=True,
+                save_top_k=1,
+            ))
+        return defaults
+
+
+def close_process_group() -> None:
+    """Barrier, then destroy the process group: with gloo a rank can otherwise abort at
+    interpreter exit after training finished (a torch issue)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def main(args: ArgsType = None) -> None:
+    """Run ``titans <subcommand> ...``; ``args`` (a list of strings) replaces ``sys.argv[1:]``."""
+    # Interpolations such as ${trainer.max_steps} are written from the root of the whole config;
+    # this keeps them valid inside nested class configs (model.init_args..., trainer.logger...).
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    TitansCLI(
+        TitansTask,
+        TitansDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=RunConfigSaver,
+        seed_everything_default=0,
+        auto_configure_optimizers=False,  # tasks take `optimizer` / `lr_scheduler` themselves
+        parser_kwargs={"parser_mode": "omegaconf+"},
+        args=args,
+    )
+    close_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Parallelism applied from outside the model (torchtitan's ``parallelize.py``).
+
+The model code is single-device and never branches on DDP or FSDP. This file names the one
+unit that FSDP shards (each block of ``TitansBackbone.blocks``) and provides the strategy that the
+``recipes/trainer/fsdp.yaml`` fragment selects: FSDP2 (``fully_shard``) over every rank, which runs
+on CPUs over gloo as well as on GPUs over NCCL (Lightning's ``strategy="fsdp"`` refuses CPUs).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+DATA_PARALLEL = "data_parallel"
+TENSOR_PARALLEL = "tensor_parallel"
+
+
+def fully_shard_blocks(
+    root: nn.Module,
+    blocks: Iterable[nn.Module],
+    mesh: DeviceMesh,
+    mp_policy: Optional[MixedPrecisionPolicy] = None,
+) -> nn.Module:
+    """Shard every block, then the root (which takes the remaining parameters: embeddings,
+    head, final norm), over the data-parallel dimension of ``mesh``.
+
+    Per-block units bound peak memory to one gathered block at a time and let the all-gather of
+    block i+1 overlap the compute of block i. The root must be entered through ``forward`` for its
+    own parameters to be gathered (``TitansTask`` routes every step through ``forward``).
+    """
+    if mesh.mesh_dim_names and DATA_PARALLEL in mesh.mesh_dim_names:
+        if TENSOR_PARALLEL in mesh.mesh_dim_names and mesh[TENSOR_PARALLEL].size() > 1:
+            raise ValueError("Titans blocks have no tensor-parallel plan: use a mesh with "
+                             "tensor_parallel size 1 (FullyShardedStrategy does).")
+        mesh = mesh[DATA_PARALLEL]
+    mp_policy = mp_policy or MixedPrecisionPolicy()  # the default policy: no casting
+    for block in blocks:
+        fully_shard(block, mesh=mesh, mp_policy=mp_policy)
+    fully_shard(root, mesh=mesh, mp_policy=mp_policy)
+    return root
+
+
+class FullyShardedStrategy(ModelParallelStrategy):
+    """FSDP2 over all ranks: ``ModelParallelStrategy`` with one data-parallel dimension spanning
+    every device of every node and no tensor parallelism.
+
+    ``ModelParallelStrategy``'s ``"auto"`` sizes mean (data = nodes, tensor = devices per node):
+    every device of a node would then receive the same batch. Here each rank gets its own share
+    of the data and holds ``1 / world_size`` of every parameter and optimizer state. The model
+    applies the sharding in ``configure_model`` (see ``fully_shard_blocks``).
+
+    Args:
+        save_distributed_checkpoint: each rank writes its own shard (the checkpoint is a folder);
+            ``False`` gathers a single file on rank 0.
+        process_group_backend: ``None`` picks NCCL on GPUs and gloo on CPUs.
+    """
+
+    def __init__(self, save_distributed_checkpoint: bool = True, process_group_backend: Optional[str] = None) -> None:
+        super().__init__(
+            data_parallel_size="auto",
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            process_group_backend=process_group_backend,
+        )
+
+    def setup_environment(self) -> None:
+        # Known before the process group exists: the trainer has set nodes and local devices.
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()

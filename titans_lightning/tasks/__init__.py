@@ -1,0 +1,6 @@
+"""LightningModules: the base task every domain subclasses, and its optimisation defaults."""
+
+from .base import TitansTask
+from .schedules import AdamW, WarmupCosine, warmup_cosine_factor
+
+__all__ = ["TitansTask", "AdamW", "WarmupCosine", "warmup_cosine_factor"]

@@ -1,0 +1,157 @@
+"""The base task: a Titans backbone plus a domain head, trained and evaluated by Lightning.
+
+A domain subclasses :class:`TitansTask` and writes three things: ``build_head()`` (its input
+embedding and output layer, pure torch, from ``titans_lightning.heads``), ``compute_loss(batch)``
+and, optionally, ``build_metrics()`` / ``update_metrics()``. Everything else (optimiser groups,
+schedule, logging keys, checkpoint monitor, sharding) lives here once.
+
+Shape legend: B batch, T time steps, D model width (``backbone.dim``).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any, ClassVar, Optional
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+
+from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.parallelize import fully_shard_blocks
+from titans_lightning.tasks.schedules import AdamW, WarmupCosine
+
+EVAL_STAGES = ("val", "test")
+
+
+class TitansTask(LightningModule, abc.ABC):
+    """A Titans backbone with a domain head, its loss, metrics and optimisation.
+
+    Args:
+        backbone: the backbone configuration; on the command line its fields are options,
+            e.g. ``--model.backbone.variant mac --model.backbone.size debug``.
+        optimizer: called with two parameter groups (matrices decayed, vectors not).
+        lr_scheduler: called with the optimizer, stepped every optimizer step; ``None`` = constant.
+        data_sizes: sizes known from the data (``{"vocab_size": 256}``, ``{"num_items": ...}``);
+            the CLI links them from ``TitansDataModule.data_sizes``, so recipes never repeat them.
+
+    Logged keys: ``train/loss``, ``train/lr``, ``val/loss``, ``val/<metric>`` (and ``test/...``).
+    ``monitor`` / ``monitor_mode`` name the key that selects the best checkpoint; subclasses
+    override them (e.g. ``"val/bpb"``, ``"min"``).
+    """
+
+    monitor: ClassVar[str] = "val/loss"
+    monitor_mode: ClassVar[str] = "min"
+
+    def __init__(
+        self,
+        backbone: TitansConfig,
+        optimizer: OptimizerCallable = AdamW,
+        lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
+        data_sizes: Optional[dict[str, int]] = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone_config = backbone
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.data_sizes = dict(data_sizes or {})
+        # Built in configure_model so that a sharding strategy can wrap them as they are made.
+        self.backbone: Optional[TitansBackbone] = None
+        self.head: Optional[nn.Module] = None
+        self.metrics: Optional[nn.ModuleDict] = None
+
+    # ---- what a domain writes -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def build_head(self) -> nn.Module:
+        """The domain's own layers (input embedding, output projection), sized from
+        ``self.backbone_config.dim`` and ``self.data_sizes``. Stored as ``self.head``."""
+
+    @abc.abstractmethod
+    def compute_loss(self, batch: Any) -> tuple[Tensor, Any]:
+        """``(scalar loss, outputs)`` for one batch; ``outputs`` is handed to ``update_metrics``."""
+
+    def build_metrics(self) -> dict[str, Metric]:
+        """Evaluation metrics by name (logged as ``val/<name>``, ``test/<name>``); default none."""
+        return {}
+
+    def update_metrics(self, metrics: MetricCollection, outputs: Any, batch: Any) -> None:
+        """Feed one evaluation batch to ``metrics`` (the collection of ``build_metrics``)."""
+
+    def batch_shape(self, batch: Any) -> tuple[int, int]:
+        """``(B, T)`` of a batch: the first two dims of its first tensor (T = 1 if it has one).
+        Used as the logging batch size and by the throughput callback; override if the first
+        tensor of a batch is not laid out (B, T, ...)."""
+        first = next(t for t in torch.utils._pytree.tree_leaves(batch) if isinstance(t, Tensor))
+        return first.shape[0], first.shape[1] if first.ndim > 1 else 1
+
+    # ---- model construction ---------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """Build backbone, head and metrics once; shard them when the strategy gives a mesh.
+
+        Idempotent: Lightning calls it for every stage and ``load_from_checkpoint`` calls it too.
+        """
+        if self.backbone is not None:
+            return
+        self.backbone = TitansBackbone(self.backbone_config)
+        self.head = self.build_head()
+        metrics = self.build_metrics()
+        if metrics:
+            self.metrics = nn.ModuleDict(
+                {stage: MetricCollection(self.build_metrics(), prefix=f"{stage}/") for stage in EVAL_STAGES})
+        if self.device_mesh is not None:
+            fully_shard_blocks(self, self.backbone.blocks, self.device_mesh)
+
+    def forward(self, batch: Any) -> tuple[Tensor, Any]:
+        """``(loss, outputs)`` of ``compute_loss``. Every step goes through here so that a sharded
+        root module gathers its parameters (FSDP hooks fire on ``forward`` only)."""
+        return self.compute_loss(batch)
+
+    # ---- steps ----------------------------------------------------------------------------
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss, _ = self(batch)
+        # sync_dist: the logged value is the global-batch loss, comparable across world sizes.
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=self.batch_shape(batch)[0])
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=1)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: Any, stage: str) -> None:
+        loss, outputs = self(batch)
+        self.log(f"{stage}/loss", loss, prog_bar=True, sync_dist=True, batch_size=self.batch_shape(batch)[0])
+        if self.metrics is not None:
+            self.update_metrics(self.metrics[stage], outputs, batch)
+            self.log_dict(self.metrics[stage], prog_bar=True)
+
+    # ---- optimisation ---------------------------------------------------------------------
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Matrices (ndim >= 2: projections, embeddings, memory M_0) are decayed; vectors
+        (norm gains, biases, scalar gates) are not, as decaying them only fights normalisation."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if p.ndim >= 2]},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer)
+        # A schedule that exposes an unset horizon (WarmupCosine(total_steps=None)) gets the trainer's.
+        if getattr(scheduler, "total_steps", 0) is None:
+            total = self.trainer.estimated_stepping_batches
+            if math.isfinite(total):
+                scheduler.total_steps = int(total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
