@@ -156,10 +156,10 @@ def sliding_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, window: in
 
     q: (B, H, T, d); k, v: (B, H, W - 1 + T, d) = a W - 1 slot cache then the T new keys;
     valid: (B, W - 1 + T). Query t sees keys t .. t + W - 1 (its window, itself last).
-    Queries go in blocks of ``n_q = min(T, W)``; each block reads n_q + W - 1 keys.
+    Queries go in blocks of ``n_q = min(T, max(W / 2, 64))``; each block reads n_q + W - 1 keys.
     """
     B, H, T, d = q.shape
-    nq = min(T, window)
+    nq = min(T, max(window // 2, 64))  # measured: W/2 beats W (fewer wasted keys) and W/8
     n = -(-T // nq)
     pad = n * nq - T
     if pad:

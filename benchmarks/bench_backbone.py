@@ -1,0 +1,180 @@
+"""Backbone benchmarks: training throughput, decode latency vs context, RSS over a long stream.
+
+    export MALLOC_MMAP_THRESHOLD_=1099511627776 MALLOC_TRIM_THRESHOLD_=1099511627776
+    python benchmarks/bench_backbone.py train --seqs 1024 4096 8192
+    python benchmarks/bench_backbone.py decode --contexts 1024 65536
+    python benchmarks/bench_backbone.py stream --variant lmm --tokens 1000000
+
+All at the ``small`` size (dim 256, depth 4, 4 heads, segment 256, window 512, chunk 16,
+16 persistent tokens, 4 memory heads, depth-2 expansion-4 memory) on one thread
+(../shared/BENCHMARKING.md). The transformer is Transformer++ (no persistent tokens), so it takes
+the kernel's causal path. Contenders run interleaved (A B C ... A B C ...); each figure is the
+median over rounds and each ratio the median of per-round ratios.
+
+- train: tokens/s of forward + backward + AdamW, a fixed 8192 tokens per step (batch 8192 / seq).
+- decode: per-token latency of one forward step (no grad) after a prefill of N tokens.
+- stream: peak RSS while streaming N tokens in pieces (no grad), printed at checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from titans_lightning.backbone import TitansBackbone, TitansConfig
+
+VARIANTS = ["mac", "mag", "mal", "lmm", "transformer", "swa"]
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1099511627776", "MALLOC_TRIM_THRESHOLD_": "1099511627776"}
+TOKENS_PER_STEP = 8192
+
+
+def build(variant: str) -> TitansBackbone:
+    """The ``small`` backbone of a variant (the transformer without persistent tokens)."""
+    torch.manual_seed(0)
+    extra = {"persistent_tokens": 0} if variant == "transformer" else {}
+    return TitansBackbone(TitansConfig.from_name("small", variant=variant, **extra))
+
+
+def cpu_seconds() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def train_step(model: TitansBackbone, opt: torch.optim.Optimizer, x: torch.Tensor) -> float:
+    """Seconds for forward + backward + AdamW step on x (B, T, D)."""
+    start = time.perf_counter()
+    h, _ = model(x)
+    h.square().mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+def bench_train(variants: list[str], seqs: list[int], rounds: int) -> None:
+    models = {v: build(v) for v in variants}
+    opts = {v: torch.optim.AdamW(m.parameters(), lr=1e-4) for v, m in models.items()}
+    print(f"train: fwd+bwd+AdamW, {TOKENS_PER_STEP} tokens/step, rounds {rounds}, 1 thread")
+    print(f"{'seq':>6} {'variant':>12} {'tok/s':>9} {'vs transformer':>15}")
+    for seq in seqs:
+        x = torch.randn(TOKENS_PER_STEP // seq, seq, models[variants[0]].dim)
+        for v in variants:  # warm-up: allocator, first-call paths
+            train_step(models[v], opts[v], x)
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        user0, sys0 = cpu_seconds()
+        for r in range(rounds):
+            order = variants[r % len(variants):] + variants[: r % len(variants)]
+            for v in order:
+                times[v].append(train_step(models[v], opts[v], x))
+        user1, sys1 = cpu_seconds()
+        for v in variants:
+            tps = TOKENS_PER_STEP / statistics.median(times[v])
+            ratio = "" if "transformer" not in times else (
+                f"{statistics.median(t / a for t, a in zip(times['transformer'], times[v])):.2f}x")
+            print(f"{seq:>6} {v:>12} {tps:>9.0f} {ratio:>15}", flush=True)
+        print(f"       (user {user1 - user0:.1f} s, sys {sys1 - sys0:.1f} s)")
+
+
+@torch.no_grad()
+def prefill(model: TitansBackbone, tokens: int, piece: int = 4096):
+    """State after streaming ``tokens`` random tokens in pieces."""
+    state = None
+    for start in range(0, tokens, piece):
+        _, state = model(torch.randn(1, min(piece, tokens - start), model.dim), state)
+    return state
+
+
+@torch.no_grad()
+def decode_time(model: TitansBackbone, state, steps: int) -> float:
+    """Median seconds of one single-token step from ``state`` (the state is not advanced)."""
+    x = torch.randn(1, 1, model.dim)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model(x, state)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_decode(variants: list[str], contexts: list[int], rounds: int, steps: int) -> None:
+    print(f"decode: per-token latency (ms, median of {steps} steps x {rounds} rounds), 1 thread")
+    models = {v: build(v).eval() for v in variants}
+    states = {}
+    for v in variants:
+        for n in contexts:
+            start = time.perf_counter()
+            states[v, n] = prefill(models[v], n)
+            print(f"  prefill {v} {n}: {time.perf_counter() - start:.1f} s, state "
+                  f"{states[v, n].numel() * 4 / 2**20:.2f} MiB", flush=True)
+    lat: dict[tuple[str, int], list[float]] = {key: [] for key in states}
+    for _ in range(rounds):
+        for v in variants:
+            for n in contexts:
+                lat[v, n].append(decode_time(models[v], states[v, n], steps))
+    head = "".join(f"{n:>10}" for n in contexts)
+    print(f"{'variant':>12}{head} {'ratio last/first':>17}")
+    for v in variants:
+        ms = [statistics.median(lat[v, n]) * 1e3 for n in contexts]
+        ratio = statistics.median(b / a for a, b in zip(lat[v, contexts[0]], lat[v, contexts[-1]]))
+        print(f"{v:>12}" + "".join(f"{m:>10.2f}" for m in ms) + f" {ratio:>16.2f}x", flush=True)
+
+
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) resident set size in MiB (Linux /proc)."""
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+@torch.no_grad()
+def bench_stream(variant: str, tokens: int, piece: int) -> None:
+    model = build(variant).eval()
+    print(f"stream: {variant}, {tokens} tokens in pieces of {piece}, no grad, 1 thread")
+    print(f"{'tokens':>9} {'rss MiB':>9} {'peak MiB':>9} {'state MiB':>10} {'tok/s':>8}")
+    state, done, start = None, 0, time.perf_counter()
+    checkpoint = piece
+    while done < tokens:
+        n = min(piece, tokens - done)
+        _, state = model(torch.randn(1, n, model.dim), state)
+        done += n
+        if done >= checkpoint or done == tokens:
+            rss, peak = rss_mib()
+            rate = done / (time.perf_counter() - start)
+            print(f"{done:>9} {rss:>9.0f} {peak:>9.0f} {state.numel() * 4 / 2**20:>10.2f} {rate:>8.0f}", flush=True)
+            checkpoint *= 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    train = sub.add_parser("train")
+    train.add_argument("--seqs", type=int, nargs="+", default=[1024, 4096, 8192])
+    train.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    train.add_argument("--rounds", type=int, default=3)
+    decode = sub.add_parser("decode")
+    decode.add_argument("--contexts", type=int, nargs="+", default=[1024, 65536])
+    decode.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    decode.add_argument("--rounds", type=int, default=3)
+    decode.add_argument("--steps", type=int, default=16)
+    stream = sub.add_parser("stream")
+    stream.add_argument("--variant", default="lmm", choices=VARIANTS)
+    stream.add_argument("--tokens", type=int, default=1_000_000)
+    stream.add_argument("--piece", type=int, default=4096)
+    args = parser.parse_args(argv)
+    if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+        print("note: MALLOC_*_THRESHOLD_ not set; page faults may inflate long sequences")
+    torch.set_num_threads(1)
+    if args.mode == "train":
+        bench_train(args.variants, args.seqs, args.rounds)
+    elif args.mode == "decode":
+        bench_decode(args.variants, args.contexts, args.rounds, args.steps)
+    else:
+        bench_stream(args.variant, args.tokens, args.piece)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
