@@ -17,7 +17,7 @@ from titans_lightning.backbone.reference import mac_reference
 def test_mac_mixer_matches_reference(overrides):
     mixer = make_backbone("mac", **overrides).blocks[0].mixer
     x = randn(2, 13, 16)
-    ctx = StreamContext(torch.arange(13), torch.ones(2, 13, dtype=torch.bool))
+    ctx = StreamContext(0, torch.arange(13), torch.ones(2, 13, dtype=torch.bool))
     out, _ = mixer(x, ctx, mixer.initial_state(2, x))
     expected = mac_reference(mixer, mixer.norm(x))
     torch.testing.assert_close(out - x, expected, rtol=1e-9, atol=1e-10)

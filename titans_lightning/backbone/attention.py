@@ -129,13 +129,14 @@ def sdpa_with_prefix(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, prefix: O
 
 
 def full_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor,
-                   prefix: Optional[Prefix] = None, dropout: float = 0.0) -> Tensor:
+                   prefix: Optional[Prefix] = None, dropout: float = 0.0, padded: bool = True) -> Tensor:
     """Causal attention of T queries over S = L + T keys (the queries are the last T keys).
 
     q: (B, H, T, d); k, v: (B, H, S, d); valid: (B, S) key padding mask -> (B, H, T, d).
+    ``padded=False`` promises every key is valid (no device sync to find out).
     """
     T, S = q.shape[2], k.shape[2]
-    if prefix is None and T == S and bool(valid.all()):
+    if prefix is None and T == S and not padded:
         # the plain training case takes the kernel's own causal path (no mask tensor)
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
     return sdpa_with_prefix(q, k, v, causal_mask(T, valid), prefix, dropout)
@@ -234,13 +235,15 @@ class Attention(nn.Module):
         """(B, H, T, d) head outputs -> (B, T, D) through the output projection."""
         return self.out(o.transpose(1, 2).flatten(2))
 
-    def forward(self, x: Tensor, positions: Tensor, valid: Tensor, cache: KVCache) -> tuple[Tensor, KVCache]:
-        """x (B, T, D) at positions (T,), valid (B, T) -> (B, T, D) and the updated cache."""
+    def forward(self, x: Tensor, positions: Tensor, valid: Tensor, cache: KVCache,
+                padded: bool = True) -> tuple[Tensor, KVCache]:
+        """x (B, T, D) at positions (T,), valid (B, T) -> (B, T, D) and the updated cache.
+        ``padded=False`` promises that ``valid`` is all True."""
         q, k, v, prefix = self.project(x, positions)
         keys = cache.append(k, v, valid)
         drop = self.dropout if self.training else 0.0
         if self.window is None:
-            o = full_attention(q, keys.k, keys.v, keys.valid, prefix, drop)
+            o = full_attention(q, keys.k, keys.v, keys.valid, prefix, drop, padded)
             return self.merge(o), keys
         o = sliding_attention(q, keys.k, keys.v, keys.valid, self.window, prefix, drop)
         return self.merge(o), keys.last(self.window - 1)

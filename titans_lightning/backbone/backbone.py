@@ -100,12 +100,13 @@ class TitansBackbone(nn.Module):
         B, T, _ = x.shape
         if state is None:
             state = self.initial_state(B, x)
+        padded = mask is not None
         if mask is None:
             mask = torch.ones(B, T, dtype=torch.bool, device=x.device)
         elif mask.shape != (B, T) or mask.dtype != torch.bool:
             raise ValueError(f"mask: expected a bool tensor of shape {(B, T)}, got {mask.dtype} {tuple(mask.shape)}")
         positions = torch.arange(state.position, state.position + T, device=x.device)
-        ctx = StreamContext(positions, mask)
+        ctx = StreamContext(state.position, positions, mask, padded)
         new_states = []
         for block, block_state in zip(self.blocks, state.blocks):
             x, block_state = block(x, ctx, block_state)

@@ -83,15 +83,22 @@ class MACMixer(nn.Module):
         outs, a = [], 0
         while a < T:
             b = min(T, a + self.segment_len - (start + a) % self.segment_len)
-            o, state = self._segment(xn[:, a:b], ctx.positions[a:b], ctx.valid[:, a:b], state)
+            ends_segment = (start + b) % self.segment_len == 0
+            mask = ctx.memory_mask
+            o, state = self._segment(xn[:, a:b], ctx.positions[a:b], ctx.valid[:, a:b],
+                                     None if mask is None else mask[:, a:b], state, ends_segment)
             outs.append(o)
             a = b
         return x + self.drop(torch.cat(outs, 1)) if outs else x, state
 
-    def _segment(self, xn: Tensor, positions: Tensor, valid: Tensor, state: MACState) -> tuple[Tensor, MACState]:
-        """One piece (B, T, D) of one segment -> (B, T, D) and the next state."""
+    def _segment(self, xn: Tensor, positions: Tensor, valid: Tensor, mask: Tensor | None,
+                 state: MACState, ends_segment: bool) -> tuple[Tensor, MACState]:
+        """One piece (B, T, D) of one segment -> (B, T, D) and the next state.
+
+        valid: (B, T) key validity for attention; mask: the same for the memory, or None.
+        """
         read = replace(state.memory, fast=state.segment_start)
-        h, read = self.memory.retrieve(xn, read, valid)
+        h, read = self.memory.retrieve(xn, read, mask)
         memory = replace(state.memory, read_conv=read.read_conv)
         memory_kv, visible, span, span_valid = self._memory_tokens(h, valid, positions, state)
         q, k, v, prefix = self.attn.project(xn, positions)
@@ -100,8 +107,8 @@ class MACMixer(nn.Module):
         o = sdpa_with_prefix(q, torch.cat((memory_kv.k, segment.k), 2), torch.cat((memory_kv.v, segment.v), 2),
                              allowed, prefix, self.attn.dropout if self.training else 0.0)
         y = self.attn.merge(o)
-        y_mem, memory = self.memory(y, memory, valid)
-        if (int(positions[-1]) + 1) % self.segment_len == 0:
+        y_mem, memory = self.memory(y, memory, mask)
+        if ends_segment:
             return y * y_mem, self._next_segment(memory, xn)
         return y * y_mem, MACState(memory, state.segment_start, segment, memory_kv, span, span_valid)
 

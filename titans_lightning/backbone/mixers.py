@@ -23,17 +23,21 @@ from .config import TitansConfig
 class StreamContext:
     """Where the new tokens sit in the stream.
 
+    start: absolute position of the first new token (a Python int: no device sync);
     positions: (T,) absolute positions of the new tokens (RoPE, window, chunk and segment
-    boundaries all count from the start of the stream); valid: (B, T) bool, True = real token.
+    boundaries all count from the start of the stream); valid: (B, T) bool, True = real token;
+    padded: whether a mask was given (False lets full attention take the causal kernel).
     """
 
+    start: int
     positions: Tensor
     valid: Tensor
+    padded: bool = True
 
     @property
-    def start(self) -> int:
-        """Absolute position of the first new token."""
-        return int(self.positions[0]) if self.positions.numel() else 0
+    def memory_mask(self) -> Tensor | None:
+        """The mask to hand the memory: None when nothing is padded (its unmasked fast path)."""
+        return self.valid if self.padded else None
 
 
 def make_memory(cfg: TitansConfig) -> NeuralMemory:
@@ -64,7 +68,7 @@ class AttentionMixer(nn.Module):
         return self.attn.empty_cache(batch, like)
 
     def forward(self, x: Tensor, ctx: StreamContext, state: KVCache) -> tuple[Tensor, KVCache]:
-        y, state = self.attn(self.norm(x), ctx.positions, ctx.valid, state)
+        y, state = self.attn(self.norm(x), ctx.positions, ctx.valid, state, ctx.padded)
         return x + self.drop(y), state
 
 
@@ -84,7 +88,7 @@ class LMMMixer(nn.Module):
         return self.memory.initial_state(batch, like.device)
 
     def forward(self, x: Tensor, ctx: StreamContext, state: MemoryState) -> tuple[Tensor, MemoryState]:
-        y, state = self.memory(self.norm(x), state, ctx.valid)
+        y, state = self.memory(self.norm(x), state, ctx.memory_mask)
         return x + self.drop(y), state
 
 
@@ -124,7 +128,7 @@ class MAGMixer(nn.Module):
     def forward(self, x: Tensor, ctx: StreamContext, state: HybridState) -> tuple[Tensor, HybridState]:
         xn = self.norm(x)
         y, cache = self.attn(xn, ctx.positions, ctx.valid, state.attn)
-        m, memory = self.memory(xn, state.memory, ctx.valid)
+        m, memory = self.memory(xn, state.memory, ctx.memory_mask)
         o = self.norm_attn(y) * self.gate(self.norm_memory(m))
         return x + self.drop(o), HybridState(memory, cache)
 
@@ -149,7 +153,7 @@ class MALMixer(nn.Module):
         return HybridState(self.memory.initial_state(batch, like.device), self.attn.empty_cache(batch, like))
 
     def forward(self, x: Tensor, ctx: StreamContext, state: HybridState) -> tuple[Tensor, HybridState]:
-        m, memory = self.memory(self.norm_memory(x), state.memory, ctx.valid)
+        m, memory = self.memory(self.norm_memory(x), state.memory, ctx.memory_mask)
         x = x + self.drop(m)
         y, cache = self.attn(self.norm_attn(x), ctx.positions, ctx.valid, state.attn)
         return x + self.drop(y), HybridState(memory, cache)
