@@ -149,3 +149,19 @@ def test_long_decay_products_do_not_underflow_to_nan():
     p["momentum"] = torch.zeros_like(p["momentum"])
     y, state = neural_memory(**{n: (x.float() if torch.is_tensor(x) else [w.float() for w in x]) for n, x in p.items()}, chunk_size=64)
     assert torch.isfinite(y).all() and all(torch.isfinite(w).all() for w in state.weights)
+
+
+def test_gradients_through_a_state_cut_mid_chunk_match_reference():
+    """The second piece starts mid-chunk: its gradients use the carried chunk-start weights."""
+    grads = []
+    for fn in (neural_memory, neural_memory_reference):
+        p = make_problem(tokens=15, depth=2)
+        leaves = _leaves(p)
+        first = {n: p[n][:, :6] for n in DIFFERENTIABLE}
+        rest = {n: p[n][:, 6:] for n in DIFFERENTIABLE}
+        _, state = fn(**first, weights=p["weights"], chunk_size=4)
+        y, end = fn(**rest, weights=p["weights"], chunk_size=4, state=state)
+        loss = y.square().sum() + sum(w.square().sum() for w in end.weights + end.momentum)
+        grads.append(torch.autograd.grad(loss, leaves))
+    for a, b in zip(*grads):
+        _assert_close(a, b)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .chunk import ChunkStep
 from .mlp import get_activation
 from .state import FastWeightState
 
@@ -92,61 +93,6 @@ def _to_grid(x: Tensor, offset: int, chunks: int, chunk_size: int, fill: float) 
     return F.pad(x, pad, value=fill).reshape(x.shape[0], chunks, chunk_size, *x.shape[2:])
 
 
-def _backprop_at_ref(ref: Sequence[Tensor], k: Tensor, v: Tensor, activation: str):
-    """Per-token surprise at the chunk-start weights, by hand (ordinary differentiable ops).
-
-    Args:
-        ref: per-layer weights (B, o_l, i_l); k: (B, b, i_1); v: (B, b, o_L).
-    Returns:
-        inputs h_l (B, b, i_l) and signals delta_l (B, b, o_l) per layer, so that token s's
-        gradient of ||M(k_s) - v_s||^2 for layer l is 2 delta_l[s] h_l[s]^T (the factor 2 is
-        folded into the gates by `chunk_gates` callers, saving one pass over the signals).
-    """
-    act, act_backward = get_activation(activation)
-    inputs, pre = [k], []
-    for layer, w in enumerate(ref):
-        z = torch.bmm(inputs[-1], w.transpose(1, 2))
-        pre.append(z)
-        if layer < len(ref) - 1:
-            inputs.append(act(z))
-    deltas = [pre[-1] - v]
-    for layer in range(len(ref) - 2, -1, -1):
-        deltas.insert(0, act_backward(torch.bmm(deltas[0], ref[layer + 1]), pre[layer]))
-    return inputs, deltas
-
-
-def _retrieve(W, S, inputs, deltas, q, beta, f, G, activation):
-    """y_t = M_{W_t}(q_t) for every token of the chunk, without materialising any W_t.
-
-    Per layer: W_t a_t = beta_t W a_t + f_t S a_t - sum_s G_{t,s} (h_s . a_t) delta_s.
-    q: (B, b, i_1); beta, f: (B, b); G: (B, b, b). Returns (B, b, o_L).
-    """
-    act, _ = get_activation(activation)
-    a = q
-    beta, f = beta[..., None], f[..., None]
-    for layer, (w, s) in enumerate(zip(W, S)):
-        mix = torch.bmm(a, inputs[layer].transpose(1, 2)) * G  # (B, b, b)
-        z = torch.baddbmm(torch.bmm(a * f, s.transpose(1, 2)), a * beta, w.transpose(1, 2))
-        z = torch.baddbmm(z, mix, deltas[layer], alpha=-1)
-        a = act(z) if layer < len(W) - 1 else z
-    return a
-
-
-def _chunk_end(W, S, inputs, deltas, beta_end, f_end, G_end, momentum_end, momentum_mix):
-    """Weights and momentum after the chunk's last token (two matmuls per layer).
-
-    beta_end, f_end, momentum_end: (B,); G_end, momentum_mix: (B, b).
-    """
-    beta_end, f_end, momentum_end = (x[:, None, None] for x in (beta_end, f_end, momentum_end))
-    G_end, momentum_mix = G_end[..., None], momentum_mix[..., None]
-    new_W, new_S = [], []
-    for w, s, h, d in zip(W, S, inputs, deltas):
-        d_t = d.transpose(1, 2)  # (B, o, b)
-        new_W.append(torch.baddbmm(beta_end * w + f_end * s, d_t, h * G_end, alpha=-1))
-        new_S.append(torch.baddbmm(momentum_end * s, d_t, h * momentum_mix, alpha=-1))
-    return new_W, new_S
-
-
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """float64 stays float64; everything else (bf16, fp16, fp32) runs in float32."""
     return torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -192,6 +138,7 @@ def neural_memory(
         write = torch.ones_like(lr) if mask is None else mask.to(dtype)
         lr, decay = lr * write, decay * write
         momentum = torch.where(write > 0, momentum, torch.ones_like(momentum))
+        get_activation(activation)  # fail early on an unknown name
         y, new_state = _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation)
     return y, new_state
 
@@ -208,12 +155,11 @@ def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activati
     beta, f, G, m_end, m_mix = (x.unbind(1) for x in (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix))
     W, S = list(state.weights), list(state.momentum)
     ref = list(state.ref_weights) if offset else W
-    ys = []
+    L, ys = len(W), []
     for c in range(chunks):
-        inputs, deltas = _backprop_at_ref(ref, ks[c], vs[c], activation)
-        ys.append(_retrieve(W, S, inputs, deltas, qs[c], beta[c], f[c], G[c], activation))
-        ends = (beta[c][:, -1], f[c][:, -1], G[c][:, -1], m_end[c], m_mix[c])
-        W, S = _chunk_end(W, S, inputs, deltas, *ends)
+        y, *new = ChunkStep.apply(activation, L, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *W, *S, *ref)
+        ys.append(y)
+        W, S = new[:L], new[L:]
         if c < chunks - 1:
             ref = W
     y = torch.stack(ys, dim=1).flatten(1, 2)[:, offset : offset + T]
