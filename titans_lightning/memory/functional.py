@@ -89,8 +89,9 @@ def chunk_gates(lr: Tensor, momentum: Tensor, decay: Tensor, write: Tensor) -> C
 def _to_grid(x: Tensor, offset: int, chunks: int, chunk_size: int, fill: float) -> Tensor:
     """(B, T, ...) -> (B, C, b, ...): place the call at its absolute offset inside the grid."""
     after = chunks * chunk_size - offset - x.shape[1]
-    pad = [0, 0] * (x.dim() - 2) + [offset, after]
-    return F.pad(x, pad, value=fill).reshape(x.shape[0], chunks, chunk_size, *x.shape[2:])
+    if offset or after:  # an aligned call (the usual training batch) needs no copy
+        x = F.pad(x, [0, 0] * (x.dim() - 2) + [offset, after], value=fill)
+    return x.reshape(x.shape[0], chunks, chunk_size, *x.shape[2:])
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
