@@ -40,7 +40,13 @@ def test_validation_names_the_field(overrides, field):
         TitansConfig(**overrides)
 
 
-def test_parameter_count_matches_docstring():
+@pytest.mark.parametrize("variant, count", [("mac", 42_700), ("mag", 42_828), ("mal", 42_764),
+                                            ("lmm", 34_380), ("transformer", 26_912), ("swa", 26_912)])
+def test_debug_parameter_counts_match_docstring(variant, count):
+    assert TitansBackbone(TitansConfig(variant=variant)).num_parameters() == count
+
+
+def test_block_class_is_the_unit_of_the_backbone():
     model = TitansBackbone(TitansConfig.from_name("small", variant="transformer"))
     assert model.num_parameters() == 3_229_952
     assert TitansBackbone.block_class.__name__ == "TitansBlock"

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm with a learned scale: ``x / rms(x) * w`` over the last dim (D parameters)."""
+    """RMSNorm with a learned scale: ``x / rms(x) * w`` over the last dim (D parameters).
+
+    Computed in the scale's dtype (float32 under mixed precision), returned in the input's."""
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
@@ -27,7 +29,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., D) -> (..., D)."""
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return F.rms_norm(x.to(self.weight.dtype), (x.shape[-1],), self.weight, self.eps).to(x.dtype)
 
 
 class SwiGLU(nn.Module):
@@ -51,8 +53,9 @@ def rope_angles(positions: Tensor, head_dim: int, base: float, dtype: torch.dtyp
     Angles are formed in float64: a float32 ``position * frequency`` loses about 0.1 rad at
     position 1e6, and streams here run that long.
     """
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim)
-    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
+    wide = torch.float32 if positions.device.type == "mps" else torch.float64  # MPS has no float64
+    inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=wide, device=positions.device) / head_dim)
+    angles = positions.to(wide)[:, None] * inv_freq[None, :]
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 

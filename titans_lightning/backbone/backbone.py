@@ -58,9 +58,17 @@ class TitansBackbone(nn.Module):
 
     Parameters, with D = dim, F = mlp_hidden, P = persistent_tokens, N = depth:
     every block has an MLP (3 D F) and two RMSNorm scales (2 D); the mixer adds
-    4 D^2 + P D for attention (transformer, swa) and the neural memory's own count for
-    mac/mag/mal/lmm (see ``NeuralMemory``), plus the final norm D. The transformer at size
-    ``small`` (D 256, F 704, P 16, N 4) has 3,229,952 parameters; call ``num_parameters()``.
+    4 D^2 + P D for attention (all but lmm) and the neural memory's own count for
+    mac/mag/mal/lmm (about 5 D^2 + 3 d e d H, see ``NeuralMemory``), plus the final norm D.
+    ``num_parameters()`` at the named sizes:
+
+    ========  ===========  ===========  ===========  ===========  ===========  ===========
+    size      mac          mag          mal          lmm          transformer  swa
+    ========  ===========  ===========  ===========  ===========  ===========  ===========
+    debug     42,700       42,828       42,764       34,380       26,912       26,912
+    small     5,093,936    5,095,984    5,094,960    4,028,976    3,229,952    3,229,952
+    base      126,721,968  126,740,400  126,731,184  97,230,768   86,133,504   86,133,504
+    ========  ===========  ===========  ===========  ===========  ===========  ===========
     """
 
     block_class = TitansBlock
