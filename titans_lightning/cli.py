@@ -11,6 +11,7 @@ folder as ``config.yaml``; ``titans fit -c <run>/config.yaml`` reproduces the ru
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch.distributed as dist
@@ -79,6 +80,14 @@ class TitansCLI(LightningCLI):
         return defaults
 
 
+def finish_wandb() -> None:
+    """Close the W&B run, if one was opened, while its service is still up (left to the
+    interpreter's exit hooks, an offline run can end before its summary is written)."""
+    wandb = sys.modules.get("wandb")  # never import it just to find that no run exists
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
 def close_process_group() -> None:
     """Barrier, then destroy the process group: with gloo a rank can otherwise abort at
     interpreter exit after training finished (a torch issue)."""
@@ -103,6 +112,7 @@ def main(args: ArgsType = None) -> None:
         parser_kwargs={"parser_mode": "omegaconf+"},
         args=args,
     )
+    finish_wandb()
     close_process_group()
 
 

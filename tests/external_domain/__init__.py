@@ -4,8 +4,8 @@ A DataModule (``data.py``), a head and task (``task.py``), callbacks (``callback
 recipe (``recipe.yaml``); the tests train it through ``titans fit`` with ``tests/`` on the path.
 """
 
-from .callbacks import PredictionFigure, ShardReport
+from .callbacks import PredictionFigure, ResumeProbe, ShardReport
 from .data import DelayedCopyDataModule
 from .task import CopyHead, DelayedCopyTask
 
-__all__ = ["CopyHead", "DelayedCopyDataModule", "DelayedCopyTask", "PredictionFigure", "ShardReport"]
+__all__ = ["CopyHead", "DelayedCopyDataModule", "DelayedCopyTask", "PredictionFigure", "ResumeProbe", "ShardReport"]

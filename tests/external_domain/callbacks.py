@@ -35,7 +35,8 @@ class ShardReport(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.run_dir = run_directory(trainer)
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Before any forward: FSDP keeps the root's parameters gathered after an eval forward.
         report = {}
         for name, p in pl_module.named_parameters():
             is_dtensor = isinstance(p, DTensor)
@@ -45,3 +46,17 @@ class ShardReport(Callback):
         os.makedirs(self.run_dir, exist_ok=True)
         with open(os.path.join(self.run_dir, f"shards-rank{trainer.global_rank}.json"), "w") as f:
             json.dump(report, f, indent=1)
+
+
+class ResumeProbe(Callback):
+    """Saves what a run starts training from, ``<run dir>/resume-probe.pt``: global step, and the
+    optimizer and LR-scheduler states after any checkpoint was restored (read by the resume test)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.run_dir = run_directory(trainer)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        probe = {"global_step": trainer.global_step,
+                 "optimizer": trainer.optimizers[0].state_dict(),
+                 "lr_scheduler": trainer.lr_scheduler_configs[0].scheduler.state_dict()}
+        torch.save(probe, os.path.join(self.run_dir, "resume-probe.pt"))

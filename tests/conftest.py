@@ -1,0 +1,17 @@
+"""Fixtures of the foundation tests (helpers live in ``external_domain/runs.py``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+@pytest.fixture
+def fit_external(tmp_path: Path) -> Callable[..., Path]:
+    """``fit_external(*args)``: ``titans fit`` of the external recipe in this process under the
+    test's tmp_path; returns the CSV run folder."""
+    from external_domain.runs import fit_in_process  # imports Lightning: only for tests that fit
+
+    return lambda *args: fit_in_process(tmp_path, *args)

@@ -1,0 +1,84 @@
+"""Every YAML under recipes/ goes through the CLI, found by glob so a new recipe is tested on arrival.
+
+A recipe (a file with a ``model``) must print its config and train a few steps at debug size; a
+fragment (trainer, strategy, precision, logger: no ``model``) must compose with a domain recipe
+and leave its own settings in the merged config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+from external_domain.runs import EXTERNAL_RECIPE, QUIET, REPO
+
+from titans_lightning.backbone.config import SIZES
+from titans_lightning.cli import main
+
+ALL_YAML = sorted(REPO.glob("recipes/**/*.yaml"))
+RECIPES = [p for p in ALL_YAML if "model" in (yaml.safe_load(p.read_text()) or {})]
+FRAGMENTS = [p for p in ALL_YAML if p not in RECIPES]
+
+# Every size-coupled backbone field back to None, so that size=debug fills them all: a recipe's
+# own widths (dim 256, segment 512 ...) would make a smoke fit slow. A YAML file, because
+# jsonargparse rejects `--model.backbone.dim null` for a dataclass inside a subclass.
+DEBUG_BACKBONE = {"model": {"init_args": {"backbone": {
+    "size": "debug", **dict.fromkeys([*SIZES["debug"], "mlp_hidden", "memory_tokens"])}}}}
+
+
+def ids(paths: list[Path]) -> list[str]:
+    return [str(p.relative_to(REPO / "recipes")) for p in paths]
+
+
+def print_config(args: list[str], capsys: pytest.CaptureFixture) -> dict[str, Any]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args, "--print_config"])
+    out, err = capsys.readouterr()
+    assert not exit_info.value.code, err[-3000:]
+    return yaml.safe_load(out)
+
+
+def leaves(tree: Any, prefix: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """(key path, value) of every non-dict value of a nested dict."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from leaves(value, (*prefix, key))
+    else:
+        yield prefix, tree
+
+
+def lookup(tree: dict[str, Any], path: tuple) -> Any:
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def test_the_glob_finds_the_fragments():
+    assert {"trainer/cpu.yaml", "trainer/ddp.yaml", "trainer/fsdp.yaml", "logger/wandb.yaml"} <= set(ids(FRAGMENTS))
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS, ids=ids(FRAGMENTS))
+def test_fragment_composes_with_a_domain_recipe(fragment, capsys):
+    merged = print_config(["-c", str(EXTERNAL_RECIPE), "-c", str(fragment)], capsys)
+    for path, value in leaves(yaml.safe_load(fragment.read_text())):
+        if isinstance(value, str) and "${" in value:
+            assert "${" not in str(lookup(merged, path)), f"{'.'.join(path)} left unresolved"
+        else:
+            assert lookup(merged, path) == value, f"{'.'.join(path)} did not take the fragment's value"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=ids(RECIPES))
+def test_recipe_prints_its_config(recipe, capsys):
+    config = print_config(["-c", str(recipe)], capsys)
+    assert config["model"]["class_path"] and config["data"]["class_path"]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=ids(RECIPES))
+def test_recipe_trains_a_few_steps_at_debug_size(recipe, tmp_path):
+    debug = tmp_path / "debug_backbone.yaml"
+    debug.write_text(yaml.safe_dump(DEBUG_BACKBONE))
+    main(["fit", "-c", str(recipe), "-c", str(debug), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
+          "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path),
+          "--data.batch_size", "2", *QUIET])
