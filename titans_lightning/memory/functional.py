@@ -149,13 +149,15 @@ def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activati
     offset = state.position % chunk_size
     T = q.shape[1]
     chunks = -(-(offset + T) // chunk_size)
+    ref = list(state.ref_weights) if offset else list(state.weights)
+    if chunks == 1:  # the call stays inside one chunk (decoding): its own width, no identity pad
+        offset, chunk_size = 0, T
     grid = lambda x, fill=0.0: _to_grid(x, offset, chunks, chunk_size, fill)  # noqa: E731
     gates = chunk_gates(grid(2 * lr), grid(momentum, 1.0), grid(decay), grid(write))  # 2: d||e||^2/de
     # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
     qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
     beta, f, G, m_end, m_mix = (x.unbind(1) for x in (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix))
     W, S = list(state.weights), list(state.momentum)
-    ref = list(state.ref_weights) if offset else W
     L, ys = len(W), []
     for c in range(chunks):
         y, *new = ChunkStep.apply(activation, L, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *W, *S, *ref)
