@@ -1,0 +1,162 @@
+"""Reading a time-series table with polars and checking it before any window is cut.
+
+Every error names the file, the column, the data row (0-based, the header excluded; for a CSV
+also its line in the file) and what was expected. Nothing is changed silently: missing values
+are filled only when the caller asks for it (``interpolate=True``).
+
+Shape legend: T rows (time steps), C columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import polars as pl
+
+CSV_SUFFIXES = (".csv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def where(path: Path, row: int) -> str:
+    """``data row 17 (line 19)`` for a CSV with a header line, ``data row 17`` otherwise."""
+    line = f" (line {row + 2})" if path.suffix.lower() in CSV_SUFFIXES else ""
+    return f"data row {row}{line}"
+
+
+def read_table(path: Union[str, Path]) -> pl.DataFrame:
+    """The whole table at ``path`` (CSV with a header line, or Parquet), types inferred from
+    every row so that one odd value late in a column is reported rather than misparsed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (--data.path)")
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return pl.read_csv(path, infer_schema_length=None)
+    if suffix in PARQUET_SUFFIXES:
+        return pl.read_parquet(path)
+    raise ValueError(f"{path}: expected a CSV ({', '.join(CSV_SUFFIXES)}) or Parquet "
+                     f"({', '.join(PARQUET_SUFFIXES)}) file, got suffix {suffix!r}")
+
+
+def check_columns(frame: pl.DataFrame, path: Path, names: Sequence[str], option: str) -> None:
+    """Raise if any of ``names`` is not a column, listing the columns that exist."""
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: no column {', '.join(map(repr, missing))} ({option}); "
+                         f"the columns are: {', '.join(frame.columns)}")
+
+
+def resolve_targets(frame: pl.DataFrame, path: Path, date_column: str,
+                    target: Union[str, Sequence[str], None], covariates: Sequence[str]) -> list[str]:
+    """Target column names: one name, a list, or (``None`` / ``"all"``) every numeric column
+    other than the date and the covariates, in file order."""
+    check_columns(frame, path, [date_column], "--data.date_column")
+    check_columns(frame, path, list(covariates), "--data.covariates")
+    if target is None or target == "all":
+        excluded = {date_column, *covariates}
+        names = [n for n, t in frame.schema.items() if n not in excluded and t.is_numeric()]
+        if not names:
+            raise ValueError(f"{path}: no numeric column besides {sorted(excluded)}; "
+                             f"the columns are: {', '.join(frame.columns)}")
+        return names
+    names = [target] if isinstance(target, str) else list(target)
+    if not names:
+        raise ValueError(f"{path}: --data.target is an empty list; name at least one column")
+    check_columns(frame, path, names, "--data.target")
+    overlap = sorted(set(names) & ({date_column} | set(covariates)))
+    if overlap:
+        raise ValueError(f"{path}: column(s) {overlap} cannot be both a target and the date "
+                         f"column or a covariate")
+    return names
+
+
+def timestamps(frame: pl.DataFrame, path: Path, date_column: str) -> pl.Series:
+    """The date column as datetimes (text is parsed, formats inferred by polars) or as integer
+    steps, checked to be present, strictly increasing and free of duplicates."""
+    column = frame[date_column]
+    if column.dtype == pl.String:
+        parsed = column.str.to_datetime(strict=False)
+        bad = (parsed.is_null() & column.is_not_null()).arg_true()
+        if len(bad):
+            row = int(bad[0])
+            raise ValueError(f"{path}: date column {date_column!r}, {where(path, row)}: "
+                             f"{column[row]!r} is not a date/time")
+        column = parsed
+    elif column.dtype == pl.Date:
+        column = column.cast(pl.Datetime("us"))
+    elif not (column.dtype == pl.Datetime or column.dtype.is_integer()):
+        raise ValueError(f"{path}: date column {date_column!r} has type {column.dtype}; "
+                         f"expected dates/times (text or native) or integer steps")
+    nulls = column.is_null().arg_true()
+    if len(nulls):
+        raise ValueError(f"{path}: date column {date_column!r}, {where(path, int(nulls[0]))}: "
+                         f"missing timestamp")
+    check_order(column, path, date_column)
+    return column
+
+
+def check_order(column: pl.Series, path: Path, date_column: str) -> None:
+    """Raise at the first timestamp that repeats or goes back in time."""
+    steps = column.diff().drop_nulls()
+    if column.dtype == pl.Datetime:
+        steps = steps.dt.total_microseconds()
+    bad = (steps <= 0).arg_true()
+    if len(bad):
+        row = int(bad[0]) + 1
+        kind = "duplicate timestamp" if steps[int(bad[0])] == 0 else "timestamps not sorted"
+        raise ValueError(f"{path}: date column {date_column!r}, {where(path, row)}: {kind}: "
+                         f"{column[row]} follows {column[row - 1]}; expected strictly increasing "
+                         f"times (sort the file and remove repeated rows)")
+
+
+def numeric_values(frame: pl.DataFrame, path: Path, columns: Sequence[str],
+                   interpolate: bool) -> np.ndarray:
+    """(T, len(columns)) float32 values of ``columns``.
+
+    Text that is not a number is always an error. A missing value (empty cell, null, NaN) is an
+    error unless ``interpolate``: then gaps are filled linearly between their neighbours, and a
+    gap at either end takes the nearest observed value.
+    """
+    out = np.empty((frame.height, len(columns)), dtype=np.float32)
+    for j, name in enumerate(columns):
+        out[:, j] = _numeric_column(frame[name], path, interpolate).to_numpy()
+    return out
+
+
+def _numeric_column(column: pl.Series, path: Path, interpolate: bool) -> pl.Series:
+    if column.dtype == pl.String:
+        parsed = column.str.strip_chars().cast(pl.Float64, strict=False)
+        bad = (parsed.is_null() & column.is_not_null() & (column.str.strip_chars() != "")).arg_true()
+        if len(bad):
+            row = int(bad[0])
+            raise ValueError(f"{path}: column {column.name!r}, {where(path, row)}: "
+                             f"{column[row]!r} is not a number")
+        column = parsed
+    elif not column.dtype.is_numeric():
+        raise ValueError(f"{path}: column {column.name!r} has type {column.dtype}; expected numbers")
+    column = column.cast(pl.Float64)
+    if column.is_infinite().any():
+        row = int(column.is_infinite().arg_true()[0])
+        raise ValueError(f"{path}: column {column.name!r}, {where(path, row)}: infinite value")
+    column = column.fill_nan(None)
+    missing = column.is_null().arg_true()
+    if len(missing) == 0:
+        return column
+    if not interpolate:
+        raise ValueError(f"{path}: column {column.name!r}, {where(path, int(missing[0]))}: missing "
+                         f"value ({len(missing)} in this column); expected a number, or set "
+                         f"--data.interpolate true to fill gaps linearly")
+    if len(missing) == len(column):
+        raise ValueError(f"{path}: column {column.name!r} has no value at all to interpolate from")
+    return column.interpolate().fill_null(strategy="forward").fill_null(strategy="backward")
+
+
+def regular_step(column: pl.Series) -> Optional[object]:
+    """The most common step between consecutive timestamps (a ``timedelta`` or an int), used to
+    extend the time axis past the end of the data; None for a single row."""
+    steps = column.diff().drop_nulls()
+    if steps.is_empty():
+        return None
+    return steps.mode().sort()[0]
