@@ -1,0 +1,298 @@
+"""Next-item recommendation: a Titans (or SASRec = transformer) backbone over a user's history,
+scored against every item with the tied item embedding; the most-popular baseline; top-K writer.
+
+Shape legend: B users (or training windows), T history positions, D model width, N items (ids
+1..N, 0 = padding), P real (unpadded) training positions. Batches come from
+``datamodules.recsys.InteractionDataModule`` (right-padded, ``mask`` True at real items).
+
+Evaluation is by full ranking over all N items (HR@K, NDCG@K for every K in ``ks``, MRR over
+the whole ranking), optionally excluding the items the user saw before the target (RecBole's
+full-sort protocol). Sampled-negative evaluation (SASRec's 100 negatives) is a named option
+whose metrics carry a ``sampled<M>_`` prefix so they cannot be mistaken for full-ranking ones.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+
+from titans_lightning.backbone import TitansConfig
+from titans_lightning.callbacks import run_directory
+from titans_lightning.heads.recsys import (NextItemHead, cross_entropy_full, cross_entropy_sampled, exclude_items,
+                                           hit_rate, ndcg, reciprocal_rank, sample_negatives, sampled_ranks,
+                                           target_ranks)
+from titans_lightning.tasks.base import TitansTask
+from titans_lightning.tasks.schedules import AdamW, WarmupCosine
+
+RANK_FUNCTIONS = {"hr": hit_rate, "ndcg": ndcg}
+
+
+class RankingMetric(Metric):
+    """Mean over users of HR@k, NDCG@k (``kind`` "hr" / "ndcg") or the reciprocal rank ("mrr").
+
+    ``update(ranks)`` takes (B,) float ranks from ``titans_lightning.heads.recsys.target_ranks``.
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, kind: Literal["hr", "ndcg", "mrr"], k: Optional[int] = None) -> None:
+        super().__init__()
+        self.kind, self.k = kind, k
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, ranks: Tensor) -> None:
+        values = reciprocal_rank(ranks) if self.kind == "mrr" else RANK_FUNCTIONS[self.kind](ranks, self.k)
+        self.total += values.sum()
+        self.count += ranks.numel()
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count.clamp_min(1)).float()
+
+
+def metric_prefix(eval_negatives: Optional[int]) -> str:
+    """"" for full ranking, ``"sampled<M>_"`` for sampled-negative evaluation."""
+    return "" if eval_negatives is None else f"sampled{eval_negatives}_"
+
+
+class NextItemTask(TitansTask):
+    """Predict each user's next item from their history (SASRec with ``variant: transformer``).
+
+    Args:
+        backbone: the backbone; ``variant: transformer`` is SASRec (causal self-attention).
+        ks: cut-offs of HR@K and NDCG@K (default 10, 20, 200, 500); the first selects the best
+            checkpoint by ``val/ndcg@<ks[0]>``.
+        exclude_seen: rank only items the user has not interacted with before the target
+            (a repeated target then counts as a miss).
+        sampled_softmax: train with this many uniform negatives shared per batch instead of the
+            full softmax over all items (for catalogues too big for a full softmax).
+        eval_negatives: evaluate by ranking the target among this many sampled unseen negatives
+            (SASRec's protocol, e.g. 100) instead of all items. Named, never the default: sampled
+            metrics overstate quality and change model orderings (Krichene & Rendle 2020).
+        embedding_dropout: dropout on the input item embeddings.
+        predict_top_k: recommendations per user returned by ``predict_step``.
+        optimizer, lr_scheduler, data_sizes: as ``TitansTask`` (``data_sizes["num_items"]``).
+
+    Logged: ``train/loss`` (cross-entropy), ``val|test/loss`` (full-softmax cross-entropy of the
+    target), ``val|test/hr@K``, ``/ndcg@K``, ``/mrr``.
+    """
+
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        backbone: Optional[TitansConfig],
+        ks: Sequence[int] = (10, 20, 200, 500),
+        exclude_seen: bool = True,
+        sampled_softmax: Optional[int] = None,
+        eval_negatives: Optional[int] = None,
+        embedding_dropout: float = 0.0,
+        predict_top_k: int = 10,
+        optimizer: OptimizerCallable = AdamW,
+        lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
+        data_sizes: Optional[dict[str, int]] = None,
+    ) -> None:
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
+        ks = list(ks)
+        if not ks or len(set(ks)) < len(ks) or any(not isinstance(k, int) or k < 1 for k in ks):
+            raise ValueError(f"{type(self).__name__}.ks: expected distinct positive ints, got {ks}")
+        for name, value in (("sampled_softmax", sampled_softmax), ("eval_negatives", eval_negatives)):
+            if value is not None and value < 1:
+                raise ValueError(f"{type(self).__name__}.{name}: expected None or a positive int, got {value}")
+        if eval_negatives is not None and max(ks) > eval_negatives:
+            raise ValueError(f"{type(self).__name__}: with eval_negatives={eval_negatives} every K must be at most "
+                             f"{eval_negatives} (the target is ranked among {eval_negatives + 1} items), got ks={ks}")
+        self.ks, self.exclude_seen = ks, exclude_seen
+        self.sampled_softmax, self.eval_negatives = sampled_softmax, eval_negatives
+        self.embedding_dropout, self.predict_top_k = embedding_dropout, predict_top_k
+        self.monitor = f"val/{metric_prefix(eval_negatives)}ndcg@{ks[0]}"
+        self.negative_generator: Optional[torch.Generator] = None
+
+    @property
+    def num_items(self) -> int:
+        if "num_items" not in self.data_sizes:
+            raise ValueError(f"{type(self).__name__}: data_sizes has no 'num_items' (got {self.data_sizes}); "
+                             f"it is linked from the DataModule's data_sizes")
+        return self.data_sizes["num_items"]
+
+    def build_head(self) -> nn.Module:
+        return NextItemHead(self.num_items, self.backbone_config.dim, self.embedding_dropout)
+
+    def build_metrics(self) -> dict[str, Metric]:
+        prefix = metric_prefix(self.eval_negatives)
+        metrics = {f"{prefix}{kind}@{k}": RankingMetric(kind, k) for k in self.ks for kind in ("hr", "ndcg")}
+        return {**metrics, f"{prefix}mrr": RankingMetric("mrr")}
+
+    # ---- forward passes ---------------------------------------------------------------------
+
+    def hidden(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, T, D) backbone states over the right-padded histories (pads masked out)."""
+        hidden, _ = self.backbone(self.head.embed(batch["items"]), mask=batch["mask"])
+        return hidden
+
+    def item_scores(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, N + 1) float32 scores of every item after each user's last real position."""
+        hidden = self.hidden(batch)
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch["lengths"] - 1]
+        with torch.autocast(hidden.device.type, enabled=False):  # bf16 scores would tie items
+            return self.head.scores(last.float())
+
+    def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Cross-entropy of every real position's next item (full or sampled softmax)."""
+        mask = batch["mask"]
+        hidden, targets = self.hidden(batch)[mask], batch["targets"][mask]
+        if self.sampled_softmax is None:
+            return cross_entropy_full(self.head, hidden, targets)
+        return cross_entropy_sampled(self.head, hidden, targets, self.sampled_softmax)
+
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Optional[Tensor]]:
+        """Training batches: ``(loss, None)``; evaluation batches: ``(target loss, (B,) ranks)``."""
+        if "targets" in batch:
+            return self.training_loss(batch), None
+        scores = self.item_scores(batch)
+        return F.cross_entropy(scores, batch["target"]), self.ranks(scores, batch)
+
+    # ---- ranking ----------------------------------------------------------------------------
+
+    def ranks(self, scores: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """(B,) ranks of the targets: among all items, or among sampled negatives (named option)."""
+        if self.exclude_seen:
+            scores = exclude_items(scores, batch["seen"])
+        if self.eval_negatives is None:
+            return target_ranks(scores, batch["target"])
+        if self.negative_generator is None:
+            self.negative_generator = torch.Generator().manual_seed(0)
+        negatives = sample_negatives(batch["seen"], batch["target"], self.num_items, self.eval_negatives,
+                                     self.negative_generator)
+        return sampled_ranks(scores, batch["target"], negatives)
+
+    def on_validation_epoch_start(self) -> None:
+        self.negative_generator = None  # the same negatives at every evaluation
+
+    def on_test_epoch_start(self) -> None:
+        self.negative_generator = None
+
+    def update_metrics(self, metrics: MetricCollection, outputs: Tensor, batch: Any) -> None:
+        metrics.update(outputs)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Top ``predict_top_k`` items per user: ``user`` (B,), ``items`` (B, K) ids, ``scores`` (B, K)."""
+        scores = self.item_scores(batch)
+        if self.exclude_seen:
+            scores = exclude_items(scores, batch["seen"])
+        top = scores.topk(min(self.predict_top_k, self.num_items), dim=-1)
+        return {"user": batch["user"], "items": top.indices, "scores": top.values}
+
+
+class PopularityTask(NextItemTask):
+    """Most-popular baseline: every user gets the items most often seen as a training target.
+
+    No backbone and no parameters: "training" counts how often each item is a next-item
+    target in the training windows (every training interaction but each user's first); the
+    counts live in a buffer saved with the checkpoint. Scores are ``log(1 + count)``, so
+    ``val/loss`` is the cross-entropy of the add-one-smoothed popularity distribution.
+    Run it for one epoch (``trainer.max_epochs: 1``): it takes no optimizer steps.
+
+    Args: as ``NextItemTask``, without the training options; ``backbone`` is accepted only so
+    that recipe overrides shared with the neural tasks parse, and is ignored (with a warning).
+    """
+
+    def __init__(
+        self,
+        backbone: Optional[TitansConfig] = None,
+        ks: Sequence[int] = (10, 20, 200, 500),
+        exclude_seen: bool = True,
+        eval_negatives: Optional[int] = None,
+        predict_top_k: int = 10,
+        data_sizes: Optional[dict[str, int]] = None,
+    ) -> None:
+        super().__init__(None, ks, exclude_seen, None, eval_negatives, 0.0, predict_top_k,
+                         lr_scheduler=None, data_sizes=data_sizes)
+        if backbone is not None:
+            rank_zero_warn("PopularityTask has no backbone: the backbone configuration is ignored")
+        self.automatic_optimization = False
+        self.register_buffer("counts", torch.zeros(self.num_items + 1, dtype=torch.float64))
+        self.register_buffer("pending", torch.zeros(self.num_items + 1, dtype=torch.float64), persistent=False)
+
+    def configure_model(self) -> None:
+        if self.metrics is None:
+            self.metrics = nn.ModuleDict({stage: MetricCollection(self.build_metrics(), prefix=f"{stage}/")
+                                          for stage in ("val", "test")})
+
+    def configure_optimizers(self) -> None:
+        return None
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        targets = batch["targets"][batch["mask"]]
+        self.pending.index_add_(0, targets, torch.ones_like(targets, dtype=self.pending.dtype))
+
+    def on_train_epoch_end(self) -> None:
+        # every data-parallel rank counted its share of the windows: sum them
+        self.counts += self.trainer.strategy.reduce(self.pending, reduce_op="sum")
+        self.pending.zero_()
+
+    def item_scores(self, batch: dict[str, Tensor]) -> Tensor:
+        scores = torch.log1p(self.counts).float()
+        scores[0] = float("-inf")
+        return scores.expand(batch["items"].shape[0], -1)
+
+
+class RecommendationWriter(BasePredictionWriter):
+    """Writes ``titans predict`` recommendations: one row per (user, rank) with original ids.
+
+    Columns: ``<user column>``, ``rank`` (1 = best), ``<item column>``, ``score``. The format
+    follows the suffix of ``path`` (``.csv`` or ``.parquet``); ``path=None`` writes
+    ``<run dir>/recommendations.csv``. Original ids come from the DataModule's ``vocabulary``.
+    Under data parallelism each rank writes ``<stem>.rank<r><suffix>`` with its users.
+
+    Args:
+        path: output file.
+    """
+
+    def __init__(self, path: Optional[str] = None) -> None:
+        super().__init__(write_interval="batch")
+        if path is not None and os.path.splitext(path)[1].lower() not in (".csv", ".parquet"):
+            raise ValueError(f"RecommendationWriter.path: expected a .csv or .parquet file, got {path!r}")
+        self.path = path
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.parts = []
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: dict[str, Tensor],
+                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+        users, items, scores = (prediction[k].detach().cpu() for k in ("user", "items", "scores"))
+        k = items.shape[1]
+        keep = torch.isfinite(scores).flatten()  # a user who saw nearly everything has fewer
+        self.parts.append({"user": users.repeat_interleave(k).numpy()[keep.numpy()],
+                           "rank": torch.arange(1, k + 1).repeat(len(users)).numpy()[keep.numpy()],
+                           "item": items.flatten().numpy()[keep.numpy()],
+                           "score": scores.flatten().float().numpy()[keep.numpy()]})
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        users, items = trainer.datamodule.vocabulary
+        parts = {key: np.concatenate([p[key] for p in self.parts]) if self.parts else np.zeros(0, np.int64)
+                 for key in ("user", "rank", "item", "score")}
+        frame = pl.DataFrame({users.name: users.gather(parts["user"]), "rank": parts["rank"],
+                              items.name: items.gather(parts["item"] - 1), "score": parts["score"]})
+        path = self.path or os.path.join(run_directory(trainer), "recommendations.csv")
+        if trainer.world_size > 1:
+            stem, suffix = os.path.splitext(path)
+            path = f"{stem}.rank{trainer.global_rank}{suffix}"
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if path.lower().endswith(".parquet"):
+            frame.write_parquet(path)
+        else:
+            frame.write_csv(path)
