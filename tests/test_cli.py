@@ -43,7 +43,7 @@ def test_backbone_fields_are_command_line_options(capsys):
 
 
 def test_external_domain_trains_and_its_saved_config_reproduces_the_run(fit_external, tmp_path):
-    run_dir = fit_external()
+    run_dir = fit_external("--trainer.callbacks+=titans_lightning.callbacks.Throughput")
 
     hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
     assert hparams["data_sizes"] == {"channels": 4}, "data_sizes must flow from the DataModule by link"
@@ -57,6 +57,8 @@ def test_external_domain_trains_and_its_saved_config_reproduces_the_run(fit_exte
     losses, val = series(rows, "train/loss"), series(rows, "val/mse")
     assert sorted(losses) == [0, 1, 2, 3] and len(val) == 2
     assert val[max(val)] < val[min(val)], "the delayed-copy error should fall within 4 steps"
+    tokens_per_sec = series(rows, "perf/tokens_per_sec")
+    assert len(tokens_per_sec) == 4 and min(tokens_per_sec.values()) > 0
 
     main(["fit", "-c", str(run_dir / "config.yaml"), "--trainer.enable_progress_bar", "false"])
     rerun = read_metrics(run_dir.parent / "version_1")
