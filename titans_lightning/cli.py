@@ -45,7 +45,7 @@ class RunConfigSaver(SaveConfigCallback):
                              skip_unset=False, overwrite=True, multifile=self.multifile)
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
-                    logger.log_hyperparams({"config": self.config.clone().as_dict()})
+                    logger.log_hyperparams({"config": self.config.as_dict()})
         self.already_saved = True
 
 

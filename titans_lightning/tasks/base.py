@@ -14,7 +14,6 @@ import abc
 import math
 from typing import Any, ClassVar, Optional
 
-import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -25,6 +24,18 @@ from titans_lightning.parallelize import fully_shard_blocks
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
 
 EVAL_STAGES = ("val", "test")
+
+
+def first_tensor(batch: Any) -> Optional[Tensor]:
+    """The first tensor of a batch made of tensors, tuples, lists and dicts (in order), or None."""
+    if isinstance(batch, Tensor):
+        return batch
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for item in items:
+        found = first_tensor(item)
+        if found is not None:
+            return found
+    return None
 
 
 class TitansTask(LightningModule, abc.ABC):
@@ -86,7 +97,9 @@ class TitansTask(LightningModule, abc.ABC):
         """``(B, T)`` of a batch: the first two dims of its first tensor (T = 1 if it has one).
         Used as the logging batch size and by the throughput callback; override if the first
         tensor of a batch is not laid out (B, T, ...)."""
-        first = next(t for t in torch.utils._pytree.tree_leaves(batch) if isinstance(t, Tensor))
+        first = first_tensor(batch)
+        if first is None:
+            raise ValueError(f"{type(self).__name__}.batch_shape: no tensor in the batch; override it")
         return first.shape[0], first.shape[1] if first.ndim > 1 else 1
 
     # ---- model construction ---------------------------------------------------------------
