@@ -94,7 +94,7 @@ class TitansTask(LightningModule, abc.ABC):
         """Feed one evaluation batch to ``metrics`` (the collection of ``build_metrics``)."""
 
     def batch_shape(self, batch: Any) -> tuple[int, int]:
-        """``(B, T)`` of a batch: the first two dims of its first tensor (T = 1 if it has one).
+        """``(B, T)`` of a batch: the first two dims of its first tensor (T = 1 for a 1-d tensor).
         Used as the logging batch size and by the throughput callback; override if the first
         tensor of a batch is not laid out (B, T, ...)."""
         first = first_tensor(batch)
@@ -113,10 +113,10 @@ class TitansTask(LightningModule, abc.ABC):
             return
         self.backbone = TitansBackbone(self.backbone_config)
         self.head = self.build_head()
-        metrics = self.build_metrics()
-        if metrics:
+        per_stage = {stage: self.build_metrics() for stage in EVAL_STAGES}  # separate states per stage
+        if any(per_stage.values()):
             self.metrics = nn.ModuleDict(
-                {stage: MetricCollection(self.build_metrics(), prefix=f"{stage}/") for stage in EVAL_STAGES})
+                {stage: MetricCollection(metrics, prefix=f"{stage}/") for stage, metrics in per_stage.items()})
         if self.device_mesh is not None:
             fully_shard_blocks(self, self.backbone.blocks, self.device_mesh)
 
