@@ -1,0 +1,161 @@
+"""DNA tasks: next-nucleotide pretraining (bits per nucleotide) and sequence classification.
+
+Shape legend: B batch, T tokens, D model width, V vocabulary, K classes.
+
+Batch contracts (made by ``datamodules.genomics``):
+    pretraining     tokens (B, T+1) int64, mask (B, T+1) bool (False on padding)
+    classification  tokens (B, T), mask (B, T), labels (B,); with the reverse-complement
+                    test-time average also rc_tokens, rc_mask (evaluation batches only)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import AUROC, Accuracy, F1Score, MatthewsCorrCoef, MeanMetric, Metric, MetricCollection
+
+from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.heads.dna import NucleotideLMHead, Pooling, SequenceClassifierHead
+from titans_lightning.tasks.base import TitansTask
+from titans_lightning.tasks.schedules import AdamW, WarmupCosine
+
+
+class DNAPretrainTask(TitansTask):
+    """Next-nucleotide prediction on windows of a genome; the best checkpoint has the lowest
+    ``val/bpn`` (bits per nucleotide: cross-entropy in bits, averaged over every scored base of
+    the validation region; 2.0 is a uniform guess over A C G T)."""
+
+    monitor = "val/bpn"
+    monitor_mode = "min"
+
+    def build_head(self) -> nn.Module:
+        return NucleotideLMHead(self.data_sizes["vocab_size"], self.backbone_config.dim)
+
+    def batch_shape(self, batch: dict[str, Tensor]) -> tuple[int, int]:
+        return batch["tokens"].shape[0], batch["tokens"].shape[1] - 1
+
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean cross-entropy (nats) of every real next base; outputs: (N,) per-base nats."""
+        tokens, mask = batch["tokens"], batch["mask"]
+        hidden, _ = self.backbone(self.head.embed(tokens[:, :-1]), mask=mask[:, :-1])
+        scored = mask[:, 1:] & mask[:, :-1]
+        nats = F.cross_entropy(self.head.logits(hidden)[scored].float(), tokens[:, 1:][scored], reduction="none")
+        return nats.mean(), nats.detach()
+
+    def build_metrics(self) -> dict[str, Metric]:
+        return {"bpn": MeanMetric()}
+
+    def update_metrics(self, metrics: MetricCollection, outputs: Tensor, batch: Any) -> None:
+        # One value per base, so the epoch value weighs every base alike (not every batch).
+        metrics["bpn"].update(outputs / math.log(2))
+
+
+class DNAClassificationTask(TitansTask):
+    """Backbone + pooling + linear head over the classes; accuracy, MCC, macro-F1 and AUROC.
+    The best checkpoint has the highest ``val/mcc``.
+
+    Args:
+        backbone: the backbone configuration (must equal the pretrained one when ``pretrained``).
+        pooling: ``last`` (the appended CLS token: the one state that has read the whole
+            sequence under causal mixing), ``mean`` or ``max`` over real tokens.
+        dropout: on the pooled vector, before the linear classifier.
+        pretrained: a checkpoint of ``DNAPretrainTask`` (or of this task): its backbone weights,
+            and with ``load_embedding`` its nucleotide embedding, are loaded into the new model;
+            the classifier starts fresh. Loaded when the model is built; a resumed or tested
+            checkpoint of this task then overwrites them with its own weights.
+        load_embedding: also take the pretrained nucleotide embedding (the backbone was trained
+            on its outputs); False keeps the backbone only.
+    """
+
+    monitor = "val/mcc"
+    monitor_mode = "max"
+
+    def __init__(self, backbone: TitansConfig, pooling: Pooling = "last", dropout: float = 0.0,
+                 pretrained: Optional[str] = None, load_embedding: bool = True,
+                 optimizer: OptimizerCallable = AdamW, lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
+                 data_sizes: Optional[dict[str, int]] = None) -> None:
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
+        self.pooling, self.dropout = pooling, dropout
+        self.pretrained, self.load_embedding = pretrained, load_embedding
+
+    @property
+    def num_classes(self) -> int:
+        return self.data_sizes["num_classes"]
+
+    def build_head(self) -> nn.Module:
+        head = SequenceClassifierHead(self.data_sizes["vocab_size"], self.backbone_config.dim, self.num_classes,
+                                      self.pooling, self.dropout)
+        # Here, not in configure_model: the backbone exists and nothing is sharded yet.
+        if self.pretrained:
+            load_pretrained(self.pretrained, self.backbone, head.embed if self.load_embedding else None)
+        return head
+
+    def batch_shape(self, batch: dict[str, Tensor]) -> tuple[int, int]:
+        return tuple(batch["tokens"].shape)
+
+    def class_logits(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """(B, T) tokens and mask -> (B, K) logits."""
+        hidden, _ = self.backbone(self.head.embed(tokens), mask=mask)
+        return self.head.logits(hidden, mask).float()
+
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Cross-entropy; outputs (B, K) class probabilities, averaged over both strands when the
+        batch carries reverse complements."""
+        logits = self.class_logits(batch["tokens"], batch["mask"])
+        if "rc_tokens" not in batch:
+            return F.cross_entropy(logits, batch["labels"]), logits.softmax(-1).detach()
+        probs = (logits.softmax(-1) + self.class_logits(batch["rc_tokens"], batch["rc_mask"]).softmax(-1)) / 2
+        return F.nll_loss(probs.clamp_min(1e-12).log(), batch["labels"]), probs.detach()
+
+    def build_metrics(self) -> dict[str, Metric]:
+        k = self.num_classes
+        return {"accuracy": Accuracy(task="multiclass", num_classes=k),
+                "mcc": MatthewsCorrCoef(task="multiclass", num_classes=k),
+                "macro_f1": F1Score(task="multiclass", num_classes=k, average="macro"),
+                "auroc": AUROC(task="multiclass", num_classes=k)}
+
+    def update_metrics(self, metrics: MetricCollection, outputs: Tensor, batch: Any) -> None:
+        metrics.update(outputs, batch["labels"])
+
+
+def load_pretrained(path: str, backbone: TitansBackbone, embed: Optional[nn.Module] = None) -> None:
+    """Copy a Lightning checkpoint's ``backbone.*`` (and ``head.embed.*``) weights in place.
+
+    Raises ValueError naming the checkpoint when it has no backbone, when its backbone
+    configuration differs from ``backbone.config`` (listing the differing fields), or when the
+    embedding does not fit.
+    """
+    # weights_only=False: a Lightning checkpoint pickles its hyperparameters (the TitansConfig);
+    # this is the user's own pretraining run, not a downloaded file.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    state = checkpoint.get("state_dict", {})
+    _check_backbone_config(path, checkpoint.get("hyper_parameters", {}).get("backbone"), backbone.config)
+    parts = [("backbone.", backbone)] + ([("head.embed.", embed)] if embed is not None else [])
+    for prefix, module in parts:
+        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not weights:
+            raise ValueError(f"{path}: no '{prefix}*' weights in the checkpoint's state_dict")
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as error:
+            raise ValueError(f"{path}: the '{prefix}*' weights do not fit this model: {error}") from None
+
+
+def _check_backbone_config(path: str, saved: Any, config: TitansConfig) -> None:
+    """The pretrained backbone must be built exactly like this one."""
+    if saved is None:
+        return  # not a TitansTask checkpoint: load_state_dict still checks every shape
+    saved = dataclasses.asdict(saved) if dataclasses.is_dataclass(saved) else dict(saved)
+    # Dropout only acts in training: fine-tuning may change it.
+    differ = {k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items()
+              if k != "dropout" and saved.get(k) != v}
+    if differ:
+        fields = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in differ.items())
+        raise ValueError(f"{path}: the pretrained backbone differs from model.init_args.backbone ({fields}); "
+                         f"use the pretraining recipe's backbone")
