@@ -9,15 +9,18 @@ from .conftest import make_problem
 
 DIFFERENTIABLE = ("q", "k", "v", "lr", "momentum", "decay")
 
-CASES = [  # (depth, chunk_size, tokens, activation)
-    pytest.param(1, 1, 9, "gelu", id="matrix-b1"),
-    pytest.param(1, 4, 23, "gelu", id="matrix-b4-ragged"),
-    pytest.param(2, 1, 9, "gelu", id="mlp2-b1"),
-    pytest.param(2, 5, 23, "gelu", id="mlp2-b5-ragged"),
-    pytest.param(2, 8, 24, "silu", id="mlp2-b8-silu"),
-    pytest.param(2, 16, 23, "gelu", id="mlp2-b16-longer-than-call"),
-    pytest.param(3, 3, 20, "gelu", id="mlp3-b3-ragged"),
-    pytest.param(3, 4, 16, "relu", id="mlp3-b4-relu"),
+CASES = [  # (depth, chunk_size, tokens, activation, output_norm)
+    pytest.param(1, 1, 9, "gelu", False, id="matrix-b1"),
+    pytest.param(1, 4, 23, "gelu", False, id="matrix-b4-ragged"),
+    pytest.param(2, 1, 9, "gelu", False, id="mlp2-b1"),
+    pytest.param(2, 5, 23, "gelu", False, id="mlp2-b5-ragged"),
+    pytest.param(2, 8, 24, "silu", False, id="mlp2-b8-silu"),
+    pytest.param(2, 16, 23, "gelu", False, id="mlp2-b16-longer-than-call"),
+    pytest.param(3, 3, 20, "gelu", False, id="mlp3-b3-ragged"),
+    pytest.param(3, 4, 16, "relu", False, id="mlp3-b4-relu"),
+    pytest.param(1, 4, 18, "gelu", True, id="matrix-b4-norm"),
+    pytest.param(2, 5, 23, "gelu", True, id="mlp2-b5-norm"),
+    pytest.param(3, 4, 16, "silu", True, id="mlp3-b4-silu-norm"),
 ]
 
 
@@ -40,9 +43,9 @@ def _assert_close(a, b):
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("depth, chunk_size, tokens, activation", CASES)
-def test_fast_path_matches_reference(depth, chunk_size, tokens, activation):
-    kwargs = dict(chunk_size=chunk_size, activation=activation)
+@pytest.mark.parametrize("depth, chunk_size, tokens, activation, output_norm", CASES)
+def test_fast_path_matches_reference(depth, chunk_size, tokens, activation, output_norm):
+    kwargs = dict(chunk_size=chunk_size, activation=activation, output_norm=output_norm)
     fast = _outputs_and_grads(neural_memory, make_problem(tokens=tokens, depth=depth), **kwargs)
     slow = _outputs_and_grads(neural_memory_reference, make_problem(tokens=tokens, depth=depth), **kwargs)
     _assert_close(fast[0], slow[0])

@@ -4,9 +4,10 @@ Shape legend: N = independent memories, b = chunk tokens, i/o = a memory layer's
 L = memory depth. Per layer l, with chunk-start weights W, momentum S and gradient reference R:
 
     key pass at R:   z_l = h_l R_l^T,  h_{l+1} = s(z_l),  h_0 = k
-    surprise:        delta_{L-1} = z_{L-1} - v,  delta_l = s'(z_l) * (delta_{l+1} R_{l+1})
+    surprise:        delta_{L-1} = z_{L-1} - v  (or LN'(z)^T (LN(z) - v) with the output norm),
+                     delta_l = s'(z_l) * (delta_{l+1} R_{l+1})
     retrieval:       u_l = beta * (a_l W_l^T) + f * (a_l S_l^T) - ((a_l h_l^T) o G) delta_l,
-                     a_{l+1} = s(u_l),  a_0 = q,  y = u_{L-1}
+                     a_{l+1} = s(u_l),  a_0 = q,  y = u_{L-1}  (or LN(u_{L-1}))
     chunk end:       W'_l = beta_b W_l + f_b S_l - delta_l^T (g_b * h_l)   (g_b = last row of G)
                      S'_l = m_b S_l - delta_l^T (mix * h_l)
 
@@ -57,7 +58,33 @@ DERIVATIVES = {
 }
 
 
-def _key_pass(R, k, v, act, act_backward):
+LN_EPS = 1e-5
+
+
+def layer_norm(z: Tensor) -> Tensor:
+    """Parameter-free LayerNorm over the last dim (biased variance, eps inside the root)."""
+    return torch.nn.functional.layer_norm(z, z.shape[-1:], eps=LN_EPS)
+
+
+def layer_norm_backward(z: Tensor, grad: Tensor) -> Tensor:
+    """Vector-Jacobian product of `layer_norm` at z, in differentiable ops.
+
+    With o = (z - mean) / sigma: dz = (grad - mean(grad) - o * mean(grad * o)) / sigma.
+    """
+    centred = z - z.mean(-1, keepdim=True)
+    sigma = torch.sqrt(centred.square().mean(-1, keepdim=True) + LN_EPS)
+    o = centred / sigma
+    return (grad - grad.mean(-1, keepdim=True) - o * (grad * o).mean(-1, keepdim=True)) / sigma
+
+
+def _top_surprise(z: Tensor, v: Tensor, output_norm: bool) -> Tensor:
+    """delta of the last layer: d/dz of ||M(k) - v||^2 / 2, M's output LN(z) or z."""
+    if output_norm:
+        return layer_norm_backward(z, layer_norm(z) - v)
+    return z - v
+
+
+def _key_pass(R, k, v, act, act_backward, output_norm):
     """Layer inputs h, pre-activations z, surprise signals delta and the back-signals g at R."""
     L = len(R)
     h, z = [k], []
@@ -66,7 +93,7 @@ def _key_pass(R, k, v, act, act_backward):
         if layer < L - 1:
             h.append(act(z[layer]))
     delta, g = [None] * L, [None] * L
-    delta[L - 1] = z[L - 1] - v
+    delta[L - 1] = _top_surprise(z[L - 1], v, output_norm)
     for layer in range(L - 2, -1, -1):
         g[layer] = torch.bmm(delta[layer + 1], R[layer + 1])
         delta[layer] = act_backward(g[layer], z[layer])
@@ -88,24 +115,25 @@ def _retrieval(W, S, h, delta, q, beta, f, G, act):
 class ChunkStep(torch.autograd.Function):
     """(q, k, v, gates, W, S, R) of one chunk -> (y, W', S'). See the module docstring.
 
-    Args (forward): activation name, depth L, q (N,b,i_0), k (N,b,i_0), v (N,b,o_L),
+    Args (forward): activation name, depth L, output_norm (M ends with a parameter-free
+    LayerNorm), q (N,b,i_0), k (N,b,i_0), v (N,b,o_L),
     beta, f (N,b), G (N,b,b), m_end (N,), m_mix (N,b), then W_0..W_{L-1}, S_0.., R_0.. .
     """
 
     @staticmethod
-    def forward(ctx, activation, L, q, k, v, beta, f, G, m_end, m_mix, *weights):
+    def forward(ctx, activation, L, output_norm, q, k, v, beta, f, G, m_end, m_mix, *weights):
         W, S, R = weights[:L], weights[L : 2 * L], weights[2 * L :]
         act, act_backward, _ = DERIVATIVES[activation]
-        h, z, delta, g = _key_pass(R, k, v, act, act_backward)
+        h, z, delta, g = _key_pass(R, k, v, act, act_backward, output_norm)
         a, ah, u = _retrieval(W, S, h, delta, q, beta[..., None], f[..., None], G, act)
         b_end, f_end, g_end = beta[:, -1, None, None], f[:, -1, None, None], G[:, -1, :, None]
         new_W = [torch.baddbmm(b_end * w + f_end * s, d.mT, hh * g_end, alpha=-1) for w, s, d, hh in zip(W, S, delta, h)]
         new_S = [torch.baddbmm(m_end[:, None, None] * s, d.mT, hh * m_mix[..., None], alpha=-1) for s, d, hh in zip(S, delta, h)]
-        ctx.activation, ctx.L = activation, L
+        ctx.activation, ctx.L, ctx.output_norm = activation, L, output_norm
         # h_{l+1} = s(z_l) and a_{l+1} = s(u_l) are recomputed in backward: less memory held
-        # (the top layer's z and u, g = delta R and a h^T are recomputed too, or never needed)
-        ctx.save_for_backward(v, beta, f, G, m_end, m_mix, *W, *S, *R, k, q, *z[:-1], *delta, *u[:-1])
-        return (u[-1], *new_W, *new_S)
+        # (g = delta R and a h^T are recomputed too)
+        ctx.save_for_backward(v, beta, f, G, m_end, m_mix, *W, *S, *R, k, q, *z, *delta, *u)
+        return (layer_norm(u[-1]) if output_norm else u[-1], *new_W, *new_S)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -113,7 +141,10 @@ class ChunkStep(torch.autograd.Function):
         L, derivatives = ctx.L, DERIVATIVES[ctx.activation][2]
         saved = list(ctx.saved_tensors)
         v, beta, f, G, m_end, m_mix = saved[:6]
-        W, S, R, (k, q), z, delta, u = _split(saved[6:], [L, L, L, 2, L - 1, L, L - 1])
+        W, S, R, (k, q), z, delta, u = _split(saved[6:], [L, L, L, 2, L, L, L])
+        (z, z_top), (u, u_top) = (z[:-1], z[-1]), (u[:-1], u[-1])
+        if ctx.output_norm and dy is not None:
+            dy = layer_norm_backward(u_top, dy)
         z_d, u_d = [derivatives(x) for x in z], [derivatives(x) for x in u]  # (s, s', s'') each
         h, a = [k] + [d[0] for d in z_d], [q] + [d[0] for d in u_d]
         g = [torch.bmm(delta[layer + 1], R[layer + 1]) for layer in range(L - 1)]
@@ -121,9 +152,18 @@ class ChunkStep(torch.autograd.Function):
         grads = _Grads(W, S, R, h, delta, beta, f, G, m_end, m_mix)
         grads.chunk_end(d_new[:L], d_new[L:], W, S, h, delta, beta, f, G, m_end, m_mix)
         dq = grads.retrieval(dy, W, S, h, delta, a, ah, [d[1] for d in u_d], beta, f, G)
-        dk, dv = grads.key_pass(R, h, [d[1] for d in z_d], [d[2] for d in z_d], delta, g)
-        return (None, None, dq, dk, dv, grads.beta, grads.f, grads.G, grads.m_end, grads.m_mix,
+        dk, dv = grads.key_pass(R, h, [d[1] for d in z_d], [d[2] for d in z_d], delta, g, z_top, v, ctx.output_norm)
+        return (None, None, None, dq, dk, dv, grads.beta, grads.f, grads.G, grads.m_end, grads.m_mix,
                 *grads.W, *grads.S, *grads.R)
+
+
+def _top_surprise_backward(z: Tensor, v: Tensor, grad: Tensor, output_norm: bool):
+    """(dz, dv) through `_top_surprise`; the LayerNorm's second derivative by local autograd."""
+    if not output_norm:
+        return grad, -grad
+    with torch.enable_grad():
+        z, v = z.detach().requires_grad_(), v.detach().requires_grad_()
+        return torch.autograd.grad(_top_surprise(z, v, True), (z, v), grad)
 
 
 def _split(items, sizes):
@@ -185,10 +225,10 @@ class _Grads:
             self.h[layer] += torch.bmm(d_ah.mT, a[layer])
         return da
 
-    def key_pass(self, R, h, z_d1, z_d2, delta, g):
+    def key_pass(self, R, h, z_d1, z_d2, delta, g, z_top, v, output_norm):
         """Through the surprise (bottom layer up) and the key forward (top down); -> dk, dv.
 
-        z_d1, z_d2: s'(z_l), s''(z_l) below the top layer.
+        z_d1, z_d2: s'(z_l), s''(z_l) below the top layer; z_top: the top pre-activation.
         """
         L = len(R)
         dz = [torch.zeros_like(x) for x in delta]
@@ -198,8 +238,8 @@ class _Grads:
             dg = dd * z_d1[layer]
             self.delta[layer + 1] += torch.bmm(dg, R[layer + 1].mT)
             self.R[layer + 1] += torch.bmm(delta[layer + 1].mT, dg)
-        dz[L - 1] += self.delta[L - 1]
-        dv = -self.delta[L - 1]
+        dz_top, dv = _top_surprise_backward(z_top, v, self.delta[L - 1], output_norm)
+        dz[L - 1] += dz_top
         for layer in range(L - 1, -1, -1):  # z_l = h_l R_l^T, h_l = s(z_{l-1})
             self.R[layer] += torch.bmm(dz[layer].mT, h[layer])
             self.h[layer] += torch.bmm(dz[layer], R[layer])

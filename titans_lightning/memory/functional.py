@@ -111,6 +111,7 @@ def neural_memory(
     activation: str = "gelu",
     state: Optional[FastWeightState] = None,
     mask: Optional[Tensor] = None,
+    output_norm: bool = False,
 ) -> tuple[Tensor, FastWeightState]:
     """Store every token into the memory and retrieve after each store (TITANS.md 1.1).
 
@@ -123,6 +124,9 @@ def neural_memory(
         activation: "gelu", "silu" or "relu", between layers.
         state: the state returned by the previous call of the same stream, or None.
         mask: (B, T) bool, True = real token; a masked token leaves the state unchanged.
+        output_norm: M ends with a parameter-free LayerNorm, M(x) = LN(W_L s(... W_1 x)) (the
+            NeurIPS form's normalisation): the inner loss is then bounded and invariant to the
+            last layer's scale, which keeps the inner optimisation stable.
     Returns:
         y: (B, T, o_L) with y_t = M_{W_t}(q_t); the new state (float32, or float64 for float64
         inputs, also under autocast).
@@ -140,11 +144,11 @@ def neural_memory(
         lr, decay = lr * write, decay * write
         momentum = torch.where(write > 0, momentum, torch.ones_like(momentum))
         get_activation(activation)  # fail early on an unknown name
-        y, new_state = _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation)
+        y, new_state = _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation, output_norm)
     return y, new_state
 
 
-def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation):
+def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation, output_norm):
     """Lay the call on the chunk grid, precompute all gates, then step chunk by chunk."""
     offset = state.position % chunk_size
     T = q.shape[1]
@@ -160,7 +164,7 @@ def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activati
     W, S = list(state.weights), list(state.momentum)
     L, ys = len(W), []
     for c in range(chunks):
-        y, *new = ChunkStep.apply(activation, L, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *W, *S, *ref)
+        y, *new = ChunkStep.apply(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *W, *S, *ref)
         ys.append(y)
         W, S = new[:L], new[L:]
         if c < chunks - 1:

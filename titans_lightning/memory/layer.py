@@ -79,6 +79,10 @@ class NeuralMemory(nn.Module):
         max_lr: theta_t = max_lr * sigmoid(.).
         conv_kernel: causal depthwise conv width on q, k, v (0 or 1 disables it).
         residual_memory: M(x) = x + MLP(x) (the MLP then learns v - k).
+        memory_norm: end M's MLP with a parameter-free LayerNorm, M(x) = x + LN(MLP(x)), the
+            NeurIPS form. It bounds the inner loss and makes it invariant to the last layer's
+            scale; without it a deep memory trained online diverges or collapses for many gate
+            values (see tests/memory/test_layer.py::test_long_stream_stays_finite).
         init_decay_bias, init_momentum_bias, init_lr_bias: initial gate logits.
 
     Parameters: 3*D*H*d (qkv) + 3*H*d*K (conv) + 3*(D+1)*H (gates) + H*(memory MLP weights)
@@ -97,6 +101,7 @@ class NeuralMemory(nn.Module):
         max_lr: float = 0.1,
         conv_kernel: int = 4,
         residual_memory: bool = True,
+        memory_norm: bool = True,
         init_decay_bias: float = -6.0,
         init_momentum_bias: float = 2.0,
         init_lr_bias: float = 0.0,
@@ -107,7 +112,7 @@ class NeuralMemory(nn.Module):
             raise ValueError(f"memory_depth must be >= 1, got {memory_depth}")
         self.heads, self.dim_head = heads, dim_head or dim // heads
         self.chunk_size, self.activation, self.max_lr = chunk_size, activation, max_lr
-        self.residual_memory = residual_memory
+        self.residual_memory, self.memory_norm = residual_memory, memory_norm
         inner = heads * self.dim_head
         self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
         self.conv_kernel = max(conv_kernel, 1)
@@ -184,7 +189,7 @@ class NeuralMemory(nn.Module):
         target = v - k if self.residual_memory else v
         y, fast = neural_memory(
             q, k, target, lr, momentum, decay, state.fast.weights, self.chunk_size,
-            self.activation, state.fast, head_mask,
+            self.activation, state.fast, head_mask, self.memory_norm,
         )
         if self.residual_memory:
             y = y + q.to(y.dtype)
@@ -209,7 +214,7 @@ class NeuralMemory(nn.Module):
         q = F.normalize(self._heads(F.silu(proj)), dim=-1)
         weights = state.fast.weights
         with torch.autocast(x.device.type, enabled=False):
-            y = mlp_forward(weights, q.to(weights[0].dtype), self.activation)
+            y = mlp_forward(weights, q.to(weights[0].dtype), self.activation, self.memory_norm)
         if self.residual_memory:
             y = y + q.to(y.dtype)
         return self._output(y.to(x.dtype), x), replace(state, read_conv=read_conv)

@@ -42,8 +42,8 @@ def get_activation(name: str) -> tuple[Callable[[Tensor], Tensor], Callable[[Ten
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}") from None
 
 
-def mlp_forward(weights: Sequence[Tensor], x: Tensor, activation: str = "gelu") -> Tensor:
-    """Apply `M(x) = W_L s(... s(W_1 x))`.
+def mlp_forward(weights: Sequence[Tensor], x: Tensor, activation: str = "gelu", output_norm: bool = False) -> Tensor:
+    """Apply `M(x) = W_L s(... s(W_1 x))`, then a parameter-free LayerNorm if `output_norm`.
 
     Args:
         weights: per-layer tensors (N, o_l, i_l).
@@ -56,4 +56,4 @@ def mlp_forward(weights: Sequence[Tensor], x: Tensor, activation: str = "gelu") 
         x = torch.bmm(x, w.transpose(1, 2))
         if layer < len(weights) - 1:
             x = act(x)
-    return x
+    return F.layer_norm(x, x.shape[-1:], eps=1e-5) if output_norm else x

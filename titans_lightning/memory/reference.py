@@ -28,13 +28,14 @@ def neural_memory_reference(
     activation: str = "gelu",
     state: Optional[FastWeightState] = None,
     mask: Optional[Tensor] = None,
+    output_norm: bool = False,
 ) -> tuple[Tensor, FastWeightState]:
     """Same contract as `neural_memory`, one token at a time."""
     state = state or FastWeightState.initial(weights)
     W, S, W_ref = list(state.weights), list(state.momentum), list(state.ref_weights)
 
     def assoc_loss(ws, k_t, v_t):  # ||M(k_t) - v_t||^2, summed over features (and the batch:
-        return ((mlp_forward(ws, k_t, activation) - v_t) ** 2).sum()  # memories are independent)
+        return ((mlp_forward(ws, k_t, activation, output_norm) - v_t) ** 2).sum()  # memories are independent)
 
     ys = []
     for t in range(q.shape[1]):
@@ -49,6 +50,6 @@ def neural_memory_reference(
             kept = keep[:, None, None]  # a masked token leaves weights and momentum unchanged
             S[layer] = kept * S_new + (1 - kept) * S[layer]
             W[layer] = kept * W_new + (1 - kept) * W[layer]
-        ys.append(mlp_forward(W, q[:, t : t + 1], activation))  # retrieval after storing token t
+        ys.append(mlp_forward(W, q[:, t : t + 1], activation, output_norm))  # retrieval after storing token t
     new_state = FastWeightState(tuple(W), tuple(S), tuple(W_ref), state.position + q.shape[1])
     return torch.cat(ys, dim=1), new_state
