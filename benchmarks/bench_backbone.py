@@ -34,11 +34,14 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1099511627776", "MALLOC_TRIM_THRESHOLD_
 TOKENS_PER_STEP = 8192
 
 
+OVERRIDES: dict[str, int] = {}  # --set key=value, applied to every variant
+
+
 def build(variant: str) -> TitansBackbone:
     """The ``small`` backbone of a variant (the transformer without persistent tokens)."""
     torch.manual_seed(0)
     extra = {"persistent_tokens": 0} if variant == "transformer" else {}
-    return TitansBackbone(TitansConfig.from_name("small", variant=variant, **extra))
+    return TitansBackbone(TitansConfig.from_name("small", variant=variant, **{**OVERRIDES, **extra}))
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -164,7 +167,13 @@ def main(argv: list[str] | None = None) -> None:
     stream.add_argument("--variant", default="lmm", choices=VARIANTS)
     stream.add_argument("--tokens", type=int, default=1_000_000)
     stream.add_argument("--piece", type=int, default=4096)
+    for mode in (train, decode, stream):
+        mode.add_argument("--set", nargs="*", default=[], metavar="KEY=INT",
+                          help="override integer config fields, e.g. chunk_size=64")
     args = parser.parse_args(argv)
+    OVERRIDES.update({k: int(v) for k, v in (item.split("=", 1) for item in args.set)})
+    if OVERRIDES:
+        print(f"config overrides: {OVERRIDES}")
     if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
         print("note: MALLOC_*_THRESHOLD_ not set; page faults may inflate long sequences")
     torch.set_num_threads(1)

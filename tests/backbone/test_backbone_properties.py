@@ -130,3 +130,14 @@ def test_left_padding_by_a_period_is_invisible(variant, overrides):
     mask[:, :PERIOD] = False
     h2, _ = model(padded, mask=mask)
     torch.testing.assert_close(h2[:, PERIOD:], h, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("variant", ["mac", "mag", "mal"])
+def test_dropout_acts_in_training_only(variant):
+    model = make_backbone(variant, dropout=0.5)
+    x = randn(1, T, 16)
+    torch.testing.assert_close(model(x)[0], model(x)[0])
+    model.train()
+    torch.manual_seed(0)
+    h_train, _ = model(x)
+    assert torch.isfinite(h_train).all() and (h_train - model.eval()(x)[0]).abs().max() > 1e-3
