@@ -202,7 +202,8 @@ class Attention(nn.Module):
         self.rope_base, self.dropout = rope_base, dropout
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
-        self.persistent = nn.Parameter(torch.randn(persistent_tokens, dim) * dim**-0.5) if persistent_tokens else None
+        # unit entries: the scale of the RMS-normed tokens they sit beside
+        self.persistent = nn.Parameter(torch.randn(persistent_tokens, dim)) if persistent_tokens else None
 
     def split_heads(self, x: Tensor) -> Tensor:
         """(B, T, D) -> (B, H, T, d)."""

@@ -8,13 +8,14 @@ states as one call, and for every variant but the transformer the state has a bo
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .attention import RMSNorm
+from .attention import Attention, RMSNorm, SwiGLU
 from .blocks import StreamContext, TitansBlock
 from .config import TitansConfig
 
@@ -79,6 +80,20 @@ class TitansBackbone(nn.Module):
         self.config = config
         self.blocks = nn.ModuleList(TitansBlock(config) for _ in range(config.depth))
         self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 style init of the attention and MLP matrices: N(0, 0.02), and the projections
+        that write into the residual stream scaled by 1 / sqrt(2 depth) so the stream's variance
+        does not grow with depth. The memory keeps its own init (``NeuralMemory.reset_parameters``)."""
+        std = 0.02
+        for module in self.modules():
+            if isinstance(module, Attention):
+                nn.init.normal_(module.qkv.weight, std=std)
+                nn.init.normal_(module.out.weight, std=std / math.sqrt(2 * self.config.depth))
+            elif isinstance(module, SwiGLU):
+                nn.init.normal_(module.gate_up.weight, std=std)
+                nn.init.normal_(module.down.weight, std=std / math.sqrt(2 * self.config.depth))
 
     @property
     def dim(self) -> int:
