@@ -121,10 +121,7 @@ def parse_timestamps(df: pl.DataFrame, column: str, path: str | Path) -> pl.Seri
     elif dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime):
         return values.cast(pl.Int64)
     elif dtype == pl.String:
-        stripped = values.str.strip_chars()
-        parsed = stripped.cast(pl.Int64, strict=False)
-        if parsed.null_count():
-            parsed = stripped.str.to_datetime(strict=False).cast(pl.Int64)
+        parsed = parse_time_strings(values.str.strip_chars())
         bad = parsed.is_null()
     else:
         raise ValueError(f"{path}: timestamp column {column!r} has type {dtype}; expected integers, "
@@ -135,6 +132,21 @@ def parse_timestamps(df: pl.DataFrame, column: str, path: str | Path) -> pl.Seri
                          f"{row_name(path, df[_ROW][first])} as an integer or a datetime "
                          f"({int(bad.sum())} such value(s) in all)")
     return parsed
+
+
+def parse_time_strings(values: pl.Series) -> pl.Series:
+    """Int64 times of a string column, null where a value does not parse.
+
+    The first value decides the kind: an integer makes it an integer column, anything else a
+    datetime column whose format polars infers from that first value.
+    """
+    as_int = values.cast(pl.Int64, strict=False)
+    if as_int[0] is not None:
+        return as_int
+    try:
+        return values.str.to_datetime(strict=False).cast(pl.Int64)
+    except pl.exceptions.ComputeError:  # no datetime format fits the first value
+        return pl.Series(values.name, [None] * len(values), dtype=pl.Int64)
 
 
 def keep_ratings(df: pl.DataFrame, column: str, min_rating: float, path: str | Path) -> pl.DataFrame:
@@ -195,10 +207,10 @@ def read_interactions(
         k_core_min: if > 0, the k-core: every user and item keeps at least this many interactions.
     """
     if (rating_column is None) != (min_rating is None):
-        raise ValueError(f"rating threshold: set both rating_column and min_rating or neither, "
+        raise ValueError(f"{path}: rating threshold: set both rating_column and min_rating or neither, "
                          f"got rating_column={rating_column!r}, min_rating={min_rating!r}")
     if len({user_column, item_column, timestamp_column}) < 3:
-        raise ValueError(f"user_column, item_column and timestamp_column must differ, got "
+        raise ValueError(f"{path}: user_column, item_column and timestamp_column must differ, got "
                          f"{user_column!r}, {item_column!r}, {timestamp_column!r}")
     columns = dict(user_column=user_column, item_column=item_column,
                    timestamp_column=timestamp_column, rating_column=rating_column)

@@ -50,16 +50,19 @@ class RankingMetric(Metric):
     def __init__(self, kind: Literal["hr", "ndcg", "mrr"], k: Optional[int] = None) -> None:
         super().__init__()
         self.kind, self.k = kind, k
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        # State names unique per metric: a MetricCollection merges metrics whose states are
+        # named alike and happen to be equal after the first batch (its "compute groups").
+        self.total_name, self.count_name = f"{kind}{k or ''}_total", f"{kind}{k or ''}_count"
+        self.add_state(self.total_name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(self.count_name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, ranks: Tensor) -> None:
         values = reciprocal_rank(ranks) if self.kind == "mrr" else RANK_FUNCTIONS[self.kind](ranks, self.k)
-        self.total += values.sum()
-        self.count += ranks.numel()
+        setattr(self, self.total_name, getattr(self, self.total_name) + values.sum())
+        setattr(self, self.count_name, getattr(self, self.count_name) + ranks.numel())
 
     def compute(self) -> Tensor:
-        return (self.total / self.count.clamp_min(1)).float()
+        return (getattr(self, self.total_name) / getattr(self, self.count_name).clamp_min(1)).float()
 
 
 def metric_prefix(eval_negatives: Optional[int]) -> str:
@@ -222,7 +225,6 @@ class PopularityTask(NextItemTask):
                          lr_scheduler=None, data_sizes=data_sizes)
         if backbone is not None:
             rank_zero_warn("PopularityTask has no backbone: the backbone configuration is ignored")
-        self.automatic_optimization = False
         self.register_buffer("counts", torch.zeros(self.num_items + 1, dtype=torch.float64))
         self.register_buffer("pending", torch.zeros(self.num_items + 1, dtype=torch.float64), persistent=False)
 
@@ -238,10 +240,23 @@ class PopularityTask(NextItemTask):
         targets = batch["targets"][batch["mask"]]
         self.pending.index_add_(0, targets, torch.ones_like(targets, dtype=self.pending.dtype))
 
-    def on_train_epoch_end(self) -> None:
-        # every data-parallel rank counted its share of the windows: sum them
+    def sync_counts(self) -> None:
+        """Add the counts of the training steps since the last call, summed over data-parallel
+        ranks (each counted its share of the windows). A collective: every rank calls it."""
         self.counts += self.trainer.strategy.reduce(self.pending, reduce_op="sum")
         self.pending.zero_()
+
+    # evaluation within or after an epoch sees every window counted so far
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        self.sync_counts()
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self.sync_counts()
+
+    def on_train_epoch_end(self) -> None:
+        self.sync_counts()
 
     def item_scores(self, batch: dict[str, Tensor]) -> Tensor:
         scores = torch.log1p(self.counts).float()
