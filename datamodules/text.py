@@ -128,6 +128,7 @@ class TextDataModule(TitansDataModule):
         self.prompts = list(prompts) if prompts is not None else ["ROMEO:"]
         self.tokenizer: Optional[TextTokenizer] = None
         self.cache: Optional[TokenCache] = None
+        self._cache_folder: Optional[Path] = None
 
     @property
     def data_sizes(self) -> dict[str, int]:
@@ -145,7 +146,13 @@ class TextDataModule(TitansDataModule):
         return PARAGRAPH if len(files) < needed else None
 
     def cache_folder(self) -> Path:
-        """``<cache_dir>/<hash>`` for the current files, tokenizer and split (reads every file once)."""
+        """``<cache_dir>/<hash>`` for the current files, tokenizer and split; the files are read
+        (hashed) once per DataModule, at the first call."""
+        if self._cache_folder is None:
+            self._cache_folder = self._hash_folder()
+        return self._cache_folder
+
+    def _hash_folder(self) -> Path:
         files = find_files(self.path)
         spec = {"tokenizer": self.tokenizer_kind, "bpe_vocab_size": self.bpe_vocab_size if self.tokenizer_kind == "bpe" else None,
                 "val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "split_seed": self.split_seed,
