@@ -57,6 +57,11 @@ def test_ties_are_broken_by_id_so_a_constant_scorer_gets_no_free_hits():
     assert target_ranks(scores, torch.tensor([1, 50, 100])).tolist() == [1.0, 50.0, 100.0]
 
 
+def test_nan_scores_are_misses_not_hits():
+    scores = torch.tensor([[INF, float("nan"), float("nan"), float("nan")], [INF, 0.1, float("nan"), 0.3]])
+    assert target_ranks(scores, torch.tensor([2, 1])).tolist() == [math.inf, 2.0]
+
+
 def test_excluded_items_and_an_excluded_target():
     scores = torch.tensor([[INF, 0.9, 0.8, 0.7, 0.6]] * 2)
     seen = torch.tensor([[1, 2, 0], [3, 0, 0]])  # 0 = padding of the seen list

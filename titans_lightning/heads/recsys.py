@@ -73,8 +73,10 @@ def exclude_items(scores: Tensor, items: Tensor) -> Tensor:
 def target_ranks(scores: Tensor, target: Tensor) -> Tensor:
     """(B, C) scores, (B,) target column -> (B,) float ranks (1 = best; +inf for a -inf target).
 
-    Ties are broken by column index (see the module docstring).
+    Ties are broken by column index (see the module docstring). NaN scores count as -inf: a
+    diverged model must score misses, not the perfect ranks that NaN comparisons would give.
     """
+    scores = torch.where(scores.isnan(), float("-inf"), scores)
     rows = torch.arange(scores.shape[0], device=scores.device)
     own = scores[rows, target][:, None]
     columns = torch.arange(scores.shape[1], device=scores.device)

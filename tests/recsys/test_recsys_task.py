@@ -1,0 +1,128 @@
+"""NextItemTask and PopularityTask: padding leaves scores and memory untouched, tied embedding,
+popularity counts, sampled evaluation names, and `titans fit/test/predict` on the shipped data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+from external_domain.runs import QUIET, REPO
+
+from titans_lightning.backbone import TitansConfig
+from titans_lightning.tasks.recsys import NextItemTask, PopularityTask
+
+NUM_ITEMS = 40
+
+
+def make_task(variant: str, **kwargs) -> NextItemTask:
+    torch.manual_seed(0)
+    task = NextItemTask(TitansConfig(variant=variant, size="debug"), data_sizes={"num_items": NUM_ITEMS}, **kwargs)
+    task.configure_model()
+    return task.eval()
+
+
+def eval_batch(histories: list[list[int]], extra_pads: int = 0) -> dict[str, torch.Tensor]:
+    """An evaluation batch of right-padded histories with ``extra_pads`` more pad columns."""
+    width = max(map(len, histories)) + extra_pads
+    items = torch.tensor([h + [0] * (width - len(h)) for h in histories])
+    return {"items": items, "mask": items != 0, "lengths": torch.tensor([len(h) for h in histories]),
+            "user": torch.arange(len(histories)), "seen": items.clone(), "target": torch.tensor([1] * len(histories))}
+
+
+HISTORIES = [[3, 7, 1, 9, 12, 5, 5, 30, 2, 8, 11], [4, 4, 20], [17]]  # 11 items: past a debug segment and chunk
+
+
+@pytest.mark.parametrize("variant", ["mac", "lmm", "mag", "transformer"])
+def test_extra_padding_leaves_scores_untouched(variant):
+    task = make_task(variant)
+    with torch.no_grad():
+        reference = task.item_scores(eval_batch(HISTORIES))
+        padded = task.item_scores(eval_batch(HISTORIES, extra_pads=13))
+        alone = task.item_scores(eval_batch(HISTORIES[1:2]))  # no neighbour forcing pads at all
+    torch.testing.assert_close(padded, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone[0], reference[1], rtol=1e-5, atol=1e-5)
+
+
+def test_pads_leave_the_memory_state_untouched():
+    task = make_task("lmm")
+    batch, padded = eval_batch(HISTORIES[:1]), eval_batch(HISTORIES[:1], extra_pads=9)
+    with torch.no_grad():
+        _, state = task.backbone(task.head.embed(batch["items"]), mask=batch["mask"])
+        _, state_padded = task.backbone(task.head.embed(padded["items"]), mask=padded["mask"])
+    for block, block_padded in zip(state.blocks, state_padded.blocks):
+        for w, w_padded in zip(block.fast.weights, block_padded.fast.weights):
+            torch.testing.assert_close(w_padded, w, rtol=1e-5, atol=1e-6)
+        for s, s_padded in zip(block.fast.momentum, block_padded.fast.momentum):
+            torch.testing.assert_close(s_padded, s, rtol=1e-5, atol=1e-6)
+
+
+def test_one_item_table_serves_input_and_scoring():
+    task = make_task("transformer")
+    batch = eval_batch(HISTORIES)
+    loss, ranks = task.compute_loss(batch)
+    loss.backward()
+    table = task.head.embedding.weight
+    assert [n for n, _ in task.head.named_parameters()] == ["embedding.weight"]
+    assert table.shape == (NUM_ITEMS + 1, 32) and table.grad[1:].abs().sum(-1).gt(0).all()  # scored, all
+    assert ranks.shape == (3,) and (ranks >= 1).all()
+
+
+def test_training_loss_counts_only_real_positions():
+    task = make_task("transformer")
+    items = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 0, 0, 0]])
+    targets = torch.tensor([[6, 7, 8, 0, 0], [9, 10, 0, 0, 0]])
+    batch = {"items": items, "targets": targets, "mask": items != 0}
+    loss, _ = task.compute_loss(batch)
+    wider = {k: torch.cat((v, torch.zeros_like(v)), 1) for k, v in batch.items()}
+    torch.testing.assert_close(task.compute_loss(wider)[0], loss)
+    sampled = make_task("transformer", sampled_softmax=7)
+    assert torch.isfinite(sampled.compute_loss(batch)[0])
+
+
+def test_sampled_evaluation_is_a_named_option():
+    assert "val/mrr" == "val/" + next(k for k in make_task("transformer").build_metrics() if "mrr" in k)
+    task = make_task("transformer", ks=[5, 10], eval_negatives=20)
+    assert set(task.build_metrics()) == {"sampled20_hr@5", "sampled20_ndcg@5", "sampled20_hr@10",
+                                         "sampled20_ndcg@10", "sampled20_mrr"}
+    assert task.monitor == "val/sampled20_ndcg@5"
+    with pytest.raises(ValueError, match="every K must be at most 20"):
+        make_task("transformer", eval_negatives=20)
+
+
+def test_popularity_ranks_by_training_target_counts():
+    task = PopularityTask(data_sizes={"num_items": 6})
+    task.configure_model()
+    targets = torch.tensor([[3, 3, 5, 0], [3, 5, 2, 1]])
+    task.training_step({"items": targets, "targets": targets, "mask": targets != 0}, 0)
+    task.counts += task.pending  # what sync_counts does on one process
+    batch = eval_batch([[1], [3]])
+    batch["target"] = torch.tensor([3, 2])
+    _, ranks = task.compute_loss(batch)
+    # counts 3:3, 5:2, 1:1, 2:1, 4 and 6 none; user 1 saw item 3: 5, then 1 before 2 (a tie, lower id first)
+    assert ranks.tolist() == [1.0, 3.0]
+
+
+def fit_and_predict(tmp_path: Path, recipe: str, *args: str) -> Path:
+    from titans_lightning.cli import main
+
+    common = ["-c", str(REPO / "recipes/recsys" / recipe), "--trainer.default_root_dir", str(tmp_path), *QUIET]
+    main(["fit", *common, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", *args])
+    checkpoint = next(tmp_path.glob("csv/version_0/checkpoints/last.ckpt"))
+    out = tmp_path / "top.parquet"
+    main(["predict", *common, "--ckpt_path", str(checkpoint), "--trainer.limit_predict_batches", "1",
+          "--trainer.callbacks+=titans_lightning.tasks.recsys.RecommendationWriter",
+          f"--trainer.callbacks.path={out}", *args])
+    return out
+
+
+def test_predict_writes_top_k_in_original_ids(tmp_path):
+    out = fit_and_predict(tmp_path, "debug.yaml", "--data.eval_batch_size", "5", "--model.init_args.predict_top_k", "4")
+    top = pl.read_parquet(out)
+    movies = set(pl.read_csv(REPO / "data/recsys/movies.csv")["movieId"].to_list())
+    assert top.columns == ["userId", "rank", "movieId", "score"]
+    assert top.height == 5 * 4 and top["userId"].unique().sort().to_list() == [1, 2, 3, 4, 5]
+    assert set(top["movieId"].to_list()) <= movies and top["rank"].to_list()[:4] == [1, 2, 3, 4]
+    ratings = pl.read_csv(REPO / "data/recsys/ratings.csv").filter(pl.col("userId") <= 5)
+    assert top.join(ratings, on=["userId", "movieId"]).height == 0  # seen movies are not recommended
