@@ -51,12 +51,13 @@ def check_columns(frame: pl.DataFrame, path: Path, names: Sequence[str], option:
 def resolve_targets(frame: pl.DataFrame, path: Path, date_column: str,
                     target: Union[str, Sequence[str], None], covariates: Sequence[str]) -> list[str]:
     """Target column names: one name, a list, or (``None`` / ``"all"``) every numeric column
-    other than the date and the covariates, in file order."""
+    other than the date and the covariates, in file order. A text column whose cells are mostly
+    numbers counts as numeric, so that one bad cell is reported instead of dropping the column."""
     check_columns(frame, path, [date_column], "--data.date_column")
     check_columns(frame, path, list(covariates), "--data.covariates")
     if target is None or target == "all":
         excluded = {date_column, *covariates}
-        names = [n for n, t in frame.schema.items() if n not in excluded and t.is_numeric()]
+        names = [n for n in frame.columns if n not in excluded and _looks_numeric(frame[n])]
         if not names:
             raise ValueError(f"{path}: no numeric column besides {sorted(excluded)}; "
                              f"the columns are: {', '.join(frame.columns)}")
@@ -70,6 +71,16 @@ def resolve_targets(frame: pl.DataFrame, path: Path, date_column: str,
         raise ValueError(f"{path}: column(s) {overlap} cannot be both a target and the date "
                          f"column or a covariate")
     return names
+
+
+def _looks_numeric(column: pl.Series) -> bool:
+    if column.dtype.is_numeric():
+        return True
+    if column.dtype != pl.String:
+        return False
+    cells = column.drop_nulls().str.strip_chars()
+    cells = cells.filter(cells != "")
+    return len(cells) > 0 and cells.cast(pl.Float64, strict=False).is_not_null().mean() > 0.5
 
 
 def timestamps(frame: pl.DataFrame, path: Path, date_column: str) -> pl.Series:

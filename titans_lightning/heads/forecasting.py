@@ -51,6 +51,26 @@ class RevIN(nn.Module):
         return y * std + mean
 
 
+class Cycle(nn.Module):
+    """Residual cycle forecasting (CycleNet, Lin et al. 2024): a learned periodic profile
+    Q (W, C) of period W rows (24 for a daily cycle of hourly data) is subtracted from the inputs
+    and added back to the forecast, so the model only learns what the cycle does not explain.
+
+    The phase of a window is its first row modulo W: file rows must be evenly spaced.
+    """
+
+    def __init__(self, period: int, channels: int) -> None:
+        super().__init__()
+        if period < 1:
+            raise ValueError(f"Cycle: expected a period >= 1, got {period}")
+        self.profile = nn.Parameter(torch.zeros(period, channels))
+
+    def forward(self, start: Tensor, length: int) -> Tensor:
+        """start (B,) first file row of each span -> the profile over ``length`` rows (B, length, C)."""
+        steps = torch.arange(length, device=start.device)
+        return self.profile[(start.unsqueeze(1) + steps) % self.profile.shape[0]]
+
+
 def num_patches(lookback: int, patch_len: int, stride: int) -> int:
     """Patches that cover ``lookback`` steps: ``ceil((L - patch_len) / stride) + 1``."""
     if not 1 <= patch_len <= lookback or stride < 1:
@@ -114,33 +134,47 @@ class ForecastingHead(nn.Module):
         patch_len, stride: patching (1 and 1 = point embedding).
         revin: per-window normalisation with a learned affine map.
         dropout: on the token embeddings and before the flatten head.
+        cycle: period W of a learned cycle removed before and restored after (``Cycle``); 0 = none.
+        linear_skip: add a linear map from the lookback to the horizon (per channel, shared) to
+            the head's output, so the backbone learns a correction of a linear forecast.
     """
 
     def __init__(self, channels: int, covariates: int, lookback: int, horizon: int, dim: int,
-                 patch_len: int = 16, stride: int = 8, revin: bool = True, dropout: float = 0.0) -> None:
+                 patch_len: int = 16, stride: int = 8, revin: bool = True, dropout: float = 0.0,
+                 cycle: int = 0, linear_skip: bool = False) -> None:
         super().__init__()
-        self.channels, self.horizon = channels, horizon
+        self.channels, self.lookback, self.horizon = channels, lookback, horizon
         self.revin = RevIN(channels) if revin else None
         self.covariate_revin = RevIN(covariates, affine=False) if revin and covariates else None
+        self.cycle = Cycle(cycle, channels) if cycle else None
         self.embed = PatchEmbedding(lookback, patch_len, stride, dim, covariates, dropout)
         self.out = FlattenHead(self.embed.num_patches, dim, horizon, dropout)
+        self.skip = nn.Linear(lookback, horizon) if linear_skip else None
 
-    def encode(self, x: Tensor, covariates: Tensor) -> tuple[Tensor, tuple]:
-        """x (B, L, C), covariates (B, L, K) -> tokens (N, P, D) and the RevIN statistics."""
+    def encode(self, x: Tensor, covariates: Tensor, start: Tensor) -> tuple[Tensor, dict]:
+        """x (B, L, C), covariates (B, L, K), start (B,) first file row of each window ->
+        tokens (N, P, D) and what ``decode`` needs (RevIN statistics, the inputs)."""
         stats = None
         if self.revin is not None:
             x, stats = self.revin.normalize(x)
+        if self.cycle is not None:
+            x = x - self.cycle(start, self.lookback)
         if self.covariate_revin is not None:
             covariates, _ = self.covariate_revin.normalize(covariates)
         B, L, C = x.shape
         series = x.transpose(1, 2).reshape(B * C, L)
         shared = covariates.unsqueeze(1).expand(-1, C, -1, -1).reshape(B * C, L, -1)
-        return self.embed(series, shared), stats
+        return self.embed(series, shared), {"stats": stats, "series": series, "start": start}
 
-    def decode(self, h: Tensor, stats: tuple) -> Tensor:
+    def decode(self, h: Tensor, context: dict) -> Tensor:
         """h (N, P, D) -> forecast (B, H, C) in the input's scale."""
-        y = self.out(h).view(-1, self.channels, self.horizon).transpose(1, 2)
-        return self.revin.denormalize(y, stats) if self.revin is not None else y
+        y = self.out(h)
+        if self.skip is not None:
+            y = y + self.skip(context["series"])
+        y = y.view(-1, self.channels, self.horizon).transpose(1, 2)
+        if self.cycle is not None:
+            y = y + self.cycle(context["start"] + self.lookback, self.horizon)
+        return self.revin.denormalize(y, context["stats"]) if self.revin is not None else y
 
 
 class MovingAverage(nn.Module):

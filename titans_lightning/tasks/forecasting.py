@@ -39,11 +39,12 @@ class _Forecaster(TitansTask):
     monitor_mode = "min"
 
     @abc.abstractmethod
-    def forecast(self, x: Tensor, covariates: Tensor) -> Tensor:
-        """x (B, L, C) and covariates (B, L, K), standardised -> forecast (B, H, C), standardised."""
+    def forecast(self, batch: dict[str, Tensor]) -> Tensor:
+        """A batch's ``x`` (B, L, C), ``covariates`` (B, L, K) (standardised) and ``start`` (B,)
+        -> forecast (B, H, C), standardised."""
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        prediction = self.forecast(batch["x"], batch["covariates"])
+        prediction = self.forecast(batch)
         return F.mse_loss(prediction.float(), batch["y"]), prediction
 
     def build_metrics(self) -> dict[str, Metric]:
@@ -68,7 +69,7 @@ class _Forecaster(TitansTask):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """``{"forecast": (B, H, C) standardised, "start": (B,) file row of each window}``."""
-        return {"forecast": self.forecast(batch["x"], batch["covariates"]).float(), "start": batch["start"]}
+        return {"forecast": self.forecast(batch).float(), "start": batch["start"]}
 
 
 class ForecastingTask(_Forecaster):
@@ -82,6 +83,10 @@ class ForecastingTask(_Forecaster):
         patch_len, stride: time steps per token and between tokens; 1 and 1 = point embedding.
         revin: per-window normalisation (reversible instance normalisation).
         dropout: on token embeddings and before the head.
+        cycle: period (rows) of a learned cycle removed from the inputs and added back to the
+            forecast (CycleNet's residual cycle forecasting; 24 for a daily cycle of hourly
+            data); 0 = none.
+        linear_skip: add a linear lookback-to-horizon map to the head's output.
         optimizer, lr_scheduler, data_sizes: as ``TitansTask`` (``data_sizes`` is linked:
             ``channels``, ``covariates``, ``lookback``, ``horizon``).
     """
@@ -93,6 +98,8 @@ class ForecastingTask(_Forecaster):
         stride: int = 8,
         revin: bool = True,
         dropout: float = 0.0,
+        cycle: int = 0,
+        linear_skip: bool = False,
         optimizer: OptimizerCallable = AdamW,
         lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
         data_sizes: Optional[dict[str, int]] = None,
@@ -100,16 +107,18 @@ class ForecastingTask(_Forecaster):
         backbone = backbone if backbone is not None else TitansConfig(variant="lmm")
         super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
         self.patch_len, self.stride, self.revin, self.dropout = patch_len, stride, revin, dropout
+        self.cycle, self.linear_skip = cycle, linear_skip
 
     def build_head(self) -> nn.Module:
         s = self.data_sizes
         return ForecastingHead(s["channels"], s.get("covariates", 0), s["lookback"], s["horizon"],
-                               self.backbone_config.dim, self.patch_len, self.stride, self.revin, self.dropout)
+                               self.backbone_config.dim, self.patch_len, self.stride, self.revin, self.dropout,
+                               self.cycle, self.linear_skip)
 
-    def forecast(self, x: Tensor, covariates: Tensor) -> Tensor:
-        tokens, stats = self.head.encode(x, covariates)
+    def forecast(self, batch: dict[str, Tensor]) -> Tensor:
+        tokens, context = self.head.encode(batch["x"], batch["covariates"], batch["start"])
         hidden, _ = self.backbone(tokens)
-        return self.head.decode(hidden, stats)
+        return self.head.decode(hidden, context)
 
 
 class DLinearTask(_Forecaster):
@@ -149,8 +158,8 @@ class DLinearTask(_Forecaster):
         self.metrics = nn.ModuleDict(
             {stage: MetricCollection(self.build_metrics(), prefix=f"{stage}/") for stage in EVAL_STAGES})
 
-    def forecast(self, x: Tensor, covariates: Tensor) -> Tensor:
-        return self.head(x, covariates)
+    def forecast(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.head(batch["x"], batch["covariates"])
 
 
 class ForecastFigure(FigureLogger):
@@ -178,7 +187,7 @@ class ForecastFigure(FigureLogger):
         picks = torch.linspace(0, len(dataset) - 1, self.windows).round().long().unique().tolist()
         batch = torch.utils.data.default_collate([dataset[i] for i in picks])
         with torch.no_grad():
-            forecast = pl_module.forecast(batch["x"].to(pl_module.device), batch["covariates"].to(pl_module.device))
+            forecast = pl_module.forecast({k: v.to(pl_module.device) for k, v in batch.items()})
         names = datamodule.target_names
         c = names.index(self.channel) if self.channel is not None else len(names) - 1
         history, truth = datamodule.inverse_transform(batch["x"]), datamodule.inverse_transform(batch["y"])
