@@ -1,12 +1,12 @@
 """Held-out bits per byte of every variant after the same budget, on the shipped Shakespeare corpus.
 
-    OMP_NUM_THREADS=1 python benchmarks/lm_compare.py --steps 300
+    OMP_NUM_THREADS=1 python benchmarks/lm_compare.py                 # 150 steps: ~15 min on a busy 2-core CPU
     python benchmarks/lm_compare.py --steps 200 --dim 128 --depth 4 --seq-len 256   # the recipes' size
 
 Each variant trains from its own recipe (``recipes/lm/<variant>.yaml``) through ``titans fit``, in a
 fresh process on one thread, with the same overrides: model width and depth, window / segment /
 chunk scaled to the sequence, steps, batch and window length, so every run sees the same tokens in
-the same order (seed 0). Parameters are matched to MAC's by the SwiGLU width (the memory-free
+the same order (``--seed``). Parameters are matched to MAC's by the SwiGLU width (the memory-free
 baselines and LMM get a wider MLP), so the comparison is at equal parameters and tokens.
 Then ``titans test`` scores the final weights on the test works (documents never trained on),
 ``--eval-windows`` windows evenly spaced over them; val/bpb is the final validation (other works).
@@ -62,7 +62,8 @@ def matched_widths(fields: dict[str, int]) -> dict[str, tuple[int, int]]:
 def overrides(args: argparse.Namespace, variant: str, hidden: int, root: Path) -> list[str]:
     backbone = {**backbone_fields(args), "mlp_hidden": hidden}
     flags = [f"--model.backbone.{k}={v}" for k, v in backbone.items()]
-    return [*flags, f"--trainer.max_steps={args.steps}", f"--trainer.val_check_interval={args.steps}",
+    return [*flags, f"--seed_everything={args.seed}", f"--data.seed={args.seed}",
+            f"--trainer.max_steps={args.steps}", f"--trainer.val_check_interval={args.steps}",
             f"--data.seq_len={args.seq_len}", f"--data.batch_size={args.batch_size}",
             f"--data.max_eval_windows={args.eval_windows}", f"--model.optimizer.init_args.lr={args.lr}",
             f"--trainer.default_root_dir={root}", "--trainer.enable_progress_bar=false",
@@ -126,12 +127,13 @@ def verdict(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0, help="initialisation (seed_everything) and batch order (data.seed); the split stays fixed")
     parser.add_argument("--eval-windows", type=int, default=128)
     parser.add_argument("--workdir", default="runs/lm_compare")
     parser.add_argument("--json", help="also write the results to this file")
@@ -139,7 +141,7 @@ def main() -> None:
 
     widths = matched_widths(backbone_fields(args))
     tokens = args.steps * args.batch_size * args.seq_len
-    print(f"budget: {args.steps} steps x {args.batch_size} x {args.seq_len} = {tokens:,} tokens per variant; "
+    print(f"seed {args.seed}; budget: {args.steps} steps x {args.batch_size} x {args.seq_len} = {tokens:,} tokens per variant; "
           f"backbone {json.dumps(backbone_fields(args))}", flush=True)
     results = []
     for variant in args.variants:
