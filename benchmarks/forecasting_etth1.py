@@ -1,0 +1,123 @@
+"""ETTh1 test MSE/MAE per horizon and averaged: the Titans forecaster, the transformer and DLinear
+baselines of ``recipes/forecasting/``, beside the paper's Titans row.
+
+Each (model, horizon) is two ``titans`` commands in a fresh process, exactly what a user runs::
+
+    titans fit  -c recipes/forecasting/etth1_<model>_<H>.yaml --trainer.default_root_dir <out>/<model>_<H>
+    titans test -c recipes/forecasting/etth1_<model>_<H>.yaml --ckpt_path <best val/mse checkpoint>
+
+The standard protocol throughout: lookback 96, the 12/4/4-month split, scaler fit on train, every
+test window counted, metrics on the standardised scale. Results go to ``<out>/results.json``
+and a Markdown table on stdout. Options shorten a run on a small machine (fewer horizons,
+epochs or training batches); the table says what ran.
+
+    OMP_NUM_THREADS=1 python benchmarks/forecasting_etth1.py --horizons 96 --max-epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("titans", "dlinear", "transformer")
+HORIZONS = (96, 192, 336, 720)
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+# Published ETTh1 averages (lookback 96, horizons 96-720; TITANS.md section 4).
+PAPER = {"Titans (paper)": (0.420, 0.421), "DLinear (paper)": (0.456, 0.452)}
+
+
+def titans(args: list[str], log: Path) -> None:
+    """``python -m titans_lightning.cli *args`` in a fresh process, output to ``log``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    with open(log, "a") as f:
+        f.write(f"$ titans {' '.join(args)}\n")
+        f.flush()
+        code = subprocess.call([sys.executable, "-m", "titans_lightning.cli", *args], cwd=REPO, env=env,
+                               stdout=f, stderr=subprocess.STDOUT)
+    if code:
+        raise RuntimeError(f"titans {args[0]} failed (exit {code}); see {log}")
+
+
+def newest_run(root: Path) -> Path:
+    return max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+def test_metrics(run: Path) -> dict[str, float]:
+    """The ``test/*`` values of a ``titans test`` run's metrics.csv."""
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k.split("/", 1)[1]: float(v) for row in rows for k, v in row.items() if k.startswith("test/") and v}
+
+
+def run_one(model: str, horizon: int, out: Path, extra: list[str]) -> dict[str, float]:
+    """Fit, then test the best-validation checkpoint, of one recipe; its test metrics and timing."""
+    recipe = REPO / "recipes" / "forecasting" / f"etth1_{model}_{horizon}.yaml"
+    root = out / f"{model}_{horizon}"
+    log = out / f"{model}_{horizon}.log"
+    common = ["-c", str(recipe), "--trainer.default_root_dir", str(root), *QUIET]
+    start = time.perf_counter()
+    titans(["fit", *common, *extra], log)
+    best = sorted((newest_run(root) / "checkpoints").glob("best-*.ckpt"))
+    if not best:
+        raise RuntimeError(f"no best checkpoint under {newest_run(root)}")
+    fit_s = time.perf_counter() - start
+    titans(["test", *common, "--ckpt_path", str(best[-1])], log)
+    metrics = test_metrics(newest_run(root))
+    return {**metrics, "fit_s": fit_s, "total_s": time.perf_counter() - start, "checkpoint": str(best[-1])}
+
+
+def fmt(pair: Optional[tuple[float, float]]) -> str:
+    return "-" if pair is None else f"{pair[0]:.3f} / {pair[1]:.3f}"
+
+
+def table(results: dict[str, dict[int, dict]], horizons: list[int]) -> str:
+    """Markdown: one row per model, MSE / MAE per horizon and their mean over the horizons run."""
+    head = "| model | " + " | ".join(f"H={h}" for h in horizons) + " | average |"
+    lines = [head, "|" + " --- |" * (len(horizons) + 2)]
+    for model, by_h in results.items():
+        cells = [fmt((by_h[h]["mse"], by_h[h]["mae"])) if h in by_h else None for h in horizons]
+        done = [by_h[h] for h in horizons if h in by_h]
+        mean = (sum(r["mse"] for r in done) / len(done), sum(r["mae"] for r in done) / len(done)) if done else None
+        lines.append(f"| {model} | " + " | ".join(c or "-" for c in cells) + f" | {fmt(mean)} |")
+    for name, pair in PAPER.items():
+        lines.append(f"| {name} | " + " | ".join("" for _ in horizons) + f" | {fmt(pair)} (96-720) |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--horizons", nargs="+", type=int, choices=HORIZONS, default=list(HORIZONS))
+    parser.add_argument("--max-epochs", type=int, default=None, help="override every recipe's max_epochs")
+    parser.add_argument("--limit-train-batches", type=float, default=None, help="fraction (<= 1) or count per epoch")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_forecasting_etth1")
+    args = parser.parse_args(argv)
+    extra = []
+    if args.max_epochs is not None:
+        extra += ["--trainer.max_epochs", str(args.max_epochs)]
+    if args.limit_train_batches is not None:
+        extra += ["--trainer.limit_train_batches", str(args.limit_train_batches)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[int, dict]] = {m: {} for m in args.models}
+    for horizon in args.horizons:
+        for model in args.models:
+            results[model][horizon] = run_one(model, horizon, args.out, extra)
+            r = results[model][horizon]
+            print(f"{model:12s} H={horizon:<4d} test MSE {r['mse']:.4f} MAE {r['mae']:.4f} "
+                  f"(original units: MSE {r['mse_original']:.3f}) fit {r['fit_s']:.0f}s", flush=True)
+            (args.out / "results.json").write_text(json.dumps(
+                {"argv": sys.argv[1:], "overrides": extra, "results": results}, indent=1))
+    print(f"\nETTh1, lookback 96, test split (2881 - H windows), overrides: {' '.join(extra) or 'none'}\n")
+    print(table(results, args.horizons))
+
+
+if __name__ == "__main__":
+    main()
