@@ -31,6 +31,8 @@ CASES = [
     pytest.param("mag", {"gate": "silu", "persistent_tokens": 0}, id="mag-silu-no-persistent"),
     pytest.param("mal", {}, id="mal"),
     pytest.param("lmm", {}, id="lmm"),
+    pytest.param("lmm", {"memory_conv_kernel": 1, "memory_depth": 1, "memory_norm": False,
+                         "memory_residual": False, "memory_activation": "silu"}, id="lmm-matrix-no-conv"),
     pytest.param("transformer", {}, id="transformer"),
     pytest.param("transformer", {"persistent_tokens": 0}, id="transformer-no-persistent"),
     pytest.param("swa", {}, id="swa"),

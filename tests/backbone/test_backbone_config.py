@@ -33,8 +33,10 @@ def test_from_name_applies_overrides_and_keeps_explicit_fields():
     (dict(dropout=1.0), "dropout"),
     (dict(dim=36, heads=2, memory_heads=8), "memory_heads"),
     (dict(gate="tanh"), "gate"),
+    (dict(memory_activation="tanh"), "memory_activation"),
+    (dict(memory_conv_kernel=0), "memory_conv_kernel"),
 ], ids=["variant", "size", "heads-split", "heads-odd-width", "depth", "memory-tokens", "persistent",
-        "dropout", "memory-heads", "gate"])
+        "dropout", "memory-heads", "gate", "memory-activation", "memory-conv"])
 def test_validation_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=f"TitansConfig.{field}"):
         TitansConfig(**overrides)

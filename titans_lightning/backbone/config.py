@@ -81,6 +81,14 @@ class TitansConfig:
     """Hidden expansion of the memory MLP (used when memory_depth >= 2)."""
     memory_max_lr: float = 0.1
     """Upper bound of the data-dependent inner learning rate theta."""
+    memory_activation: Literal["gelu", "silu", "relu"] = "gelu"
+    """Non-linearity between the memory MLP's layers."""
+    memory_conv_kernel: int = 4
+    """Width of the memory's causal depthwise conv on q, k, v; 1 disables it (an ablation)."""
+    memory_residual: bool = True
+    """Residual memory M(x) = x + MLP(x)."""
+    memory_norm: bool = True
+    """LayerNorm on the memory MLP's output inside M (the NeurIPS form)."""
     gate: Literal["sigmoid", "silu"] = "sigmoid"
     """MAG: non-linearity applied to the normalised memory branch before it gates attention."""
     dropout: float = 0.0
@@ -144,6 +152,8 @@ class TitansConfig:
             raise ValueError(f"TitansConfig.memory_tokens: expected a divisor of segment_len "
                              f"({self.segment_len}), got {self.memory_tokens}")
         _check_choice("gate", self.gate, ("sigmoid", "silu"))
+        _check_choice("memory_activation", self.memory_activation, ("gelu", "silu", "relu"))
+        _check_positive_int("memory_conv_kernel", self.memory_conv_kernel)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TitansConfig.dropout: expected 0 <= dropout < 1, got {self.dropout}")
         for name in ("memory_max_lr", "rope_base", "norm_eps"):

@@ -44,7 +44,9 @@ def make_memory(cfg: TitansConfig) -> NeuralMemory:
     """The neural long-term memory of one block, sized by the config."""
     return NeuralMemory(cfg.dim, heads=cfg.memory_heads, chunk_size=cfg.chunk_size,
                         memory_depth=cfg.memory_depth, memory_expansion=cfg.memory_expansion,
-                        max_lr=cfg.memory_max_lr)
+                        activation=cfg.memory_activation, max_lr=cfg.memory_max_lr,
+                        conv_kernel=cfg.memory_conv_kernel, residual_memory=cfg.memory_residual,
+                        memory_norm=cfg.memory_norm)
 
 
 def make_attention(cfg: TitansConfig, window: int | None) -> Attention:
