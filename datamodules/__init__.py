@@ -1,5 +1,6 @@
 """One LightningDataModule per data source, on a shared base. Never imports the model."""
 
 from .base import TitansDataModule
+from .text import TextDataModule
 
 __all__ = ["TitansDataModule"]
