@@ -17,8 +17,6 @@ from titans_lightning.streaming import read_prompt
 from titans_lightning.tasks.lm import LanguageModelingTask
 from titans_lightning.tasks.longctx import NeedleAccuracy, NeedleTask, answer_span, exact_match, format_table
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def make_task(variant: str = "mac", **kwargs) -> NeedleTask:
     torch.manual_seed(0)
@@ -113,17 +111,10 @@ def test_read_prompt_in_pieces_equals_one_call():
     torch.testing.assert_close(pieces, whole, rtol=1e-4, atol=1e-5)
 
 
-def test_debug_fit_logs_the_grid_and_writes_the_heatmap_png(tmp_path: Path):
-    from titans_lightning.cli import main
-
-    main(["fit", "-c", str(REPO / "recipes/longctx/debug.yaml"), "--trainer.default_root_dir", str(tmp_path),
-          "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--data.eval_lengths", "[110, 130]",
-          "--data.depths", "[0.0, 1.0]", "--data.samples_per_cell", "1", "--trainer.enable_progress_bar", "false",
-          "--trainer.enable_model_summary", "false"])
-    run = tmp_path / "csv" / "version_0"
-    png = run / "figures" / "needle_val-step2.png"
+def test_debug_fit_logs_the_grid_and_writes_the_heatmap_png(debug_run: Path):
+    png = debug_run / "figures" / "needle_val-step2.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    table = (run / "figures" / "needle_val-step2.md").read_text().splitlines()
+    table = (debug_run / "figures" / "needle_val-step2.md").read_text().splitlines()
     assert table[0] == "| length | depth 0 | depth 1 | mean |" and [r.split("|")[1].strip() for r in table[2:]] == ["110", "130"]
-    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    header = (debug_run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/needle_acc", "val/needle_acc/110", "val/needle_acc/130", "val/loss"} <= set(header)
