@@ -63,20 +63,38 @@ def pool(hidden: Tensor, mask: Tensor, mode: Pooling) -> Tensor:
 
 
 class SequenceClassifierHead(nn.Module):
-    """Embedding in; pooled backbone states -> dropout -> linear -> (B, K) class logits.
+    """Embedding (plus optional learned positions) in; pooled backbone states -> dropout ->
+    linear -> (B, K) class logits.
 
-    Parameters: V D + D K + K.
+    Parameters: V D + P D + D K + K, with P = ``positions``.
+
+    ``positions`` > 0 adds a learned absolute position embedding (P x D, at N(0, 1/4)) for
+    sequences of up to P tokens, CLS included. It is for labels that depend on where a motif
+    sits in a fixed-length window (a splice site is at the centre of its 60 bp): neither a
+    causal scan nor RoPE tells a token its absolute offset directly. It is not pretrained.
     """
 
     def __init__(self, vocab_size: int, dim: int, num_classes: int, pooling: Pooling = "last",
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, positions: int = 0) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"SequenceClassifierHead: expected at least 2 classes, got {num_classes}")
+        if num_classes < 2 or positions < 0:
+            raise ValueError(f"SequenceClassifierHead: expected at least 2 classes and positions >= 0, "
+                             f"got {num_classes} and {positions}")
         self.pooling = pooling
         self.embed = NucleotideEmbedding(vocab_size, dim)
+        self.positions = nn.Parameter(0.5 * torch.randn(positions, dim)) if positions else None
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(dim, num_classes)
+
+    def inputs(self, tokens: Tensor) -> Tensor:
+        """(B, T) ids -> (B, T, D) backbone inputs: embeddings, plus positions when enabled."""
+        x = self.embed(tokens)
+        if self.positions is None:
+            return x
+        if tokens.shape[1] > len(self.positions):
+            raise ValueError(f"a batch of {tokens.shape[1]} tokens (CLS included) exceeds the "
+                             f"{len(self.positions)} learned positions; raise `positions`")
+        return x + self.positions[: tokens.shape[1]]
 
     def logits(self, hidden: Tensor, mask: Tensor) -> Tensor:
         """(B, T, D) backbone output and (B, T) mask -> (B, K) class logits."""

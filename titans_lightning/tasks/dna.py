@@ -65,6 +65,8 @@ class DNAClassificationTask(TitansTask):
         pooling: ``last`` (the appended CLS token: the one state that has read the whole
             sequence under causal mixing), ``mean`` or ``max`` over real tokens.
         dropout: on the pooled vector, before the linear classifier.
+        positions: learned absolute position embeddings for sequences of up to this many tokens
+            (CLS included); 0 = none. For labels tied to a place in a fixed-length window.
         pretrained: a checkpoint of ``DNAPretrainTask`` (or of this task): its backbone weights,
             and with ``load_embedding`` its nucleotide embedding, are loaded into the new model;
             the classifier starts fresh. Loaded when the model is built; a resumed or tested
@@ -77,11 +79,11 @@ class DNAClassificationTask(TitansTask):
     monitor_mode = "max"
 
     def __init__(self, backbone: TitansConfig, pooling: Pooling = "last", dropout: float = 0.0,
-                 pretrained: Optional[str] = None, load_embedding: bool = True,
+                 positions: int = 0, pretrained: Optional[str] = None, load_embedding: bool = True,
                  optimizer: OptimizerCallable = AdamW, lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
                  data_sizes: Optional[dict[str, int]] = None) -> None:
         super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
-        self.pooling, self.dropout = pooling, dropout
+        self.pooling, self.dropout, self.positions = pooling, dropout, positions
         self.pretrained, self.load_embedding = pretrained, load_embedding
 
     @property
@@ -90,7 +92,7 @@ class DNAClassificationTask(TitansTask):
 
     def build_head(self) -> nn.Module:
         head = SequenceClassifierHead(self.data_sizes["vocab_size"], self.backbone_config.dim, self.num_classes,
-                                      self.pooling, self.dropout)
+                                      self.pooling, self.dropout, self.positions)
         # Here, not in configure_model: the backbone exists and nothing is sharded yet.
         if self.pretrained:
             load_pretrained(self.pretrained, self.backbone, head.embed if self.load_embedding else None)
@@ -101,7 +103,7 @@ class DNAClassificationTask(TitansTask):
 
     def class_logits(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """(B, T) tokens and mask -> (B, K) logits."""
-        hidden, _ = self.backbone(self.head.embed(tokens), mask=mask)
+        hidden, _ = self.backbone(self.head.inputs(tokens), mask=mask)
         return self.head.logits(hidden, mask).float()
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -148,13 +150,21 @@ def load_pretrained(path: str, backbone: TitansBackbone, embed: Optional[nn.Modu
 
 
 def _check_backbone_config(path: str, saved: Any, config: TitansConfig) -> None:
-    """The pretrained backbone must be built exactly like this one."""
+    """The pretrained backbone must be built exactly like this one.
+
+    ``saved`` is the checkpoint's ``backbone`` hyperparameter: a TitansConfig, or (written by
+    the CLI) its arguments as given, with size-coupled fields left None; either way it is
+    rebuilt as a TitansConfig, so that both sides have every field filled in.
+    """
     if saved is None:
         return  # not a TitansTask checkpoint: load_state_dict still checks every shape
-    saved = dataclasses.asdict(saved) if dataclasses.is_dataclass(saved) else dict(saved)
+    if dataclasses.is_dataclass(saved):
+        saved = dataclasses.asdict(saved)
+    saved = saved.as_dict() if hasattr(saved, "as_dict") else dict(saved)
+    names = {f.name for f in dataclasses.fields(TitansConfig)}
+    saved = dataclasses.asdict(TitansConfig(**{k: v for k, v in saved.items() if k in names}))
     # Dropout only acts in training: fine-tuning may change it.
-    differ = {k: (saved.get(k), v) for k, v in dataclasses.asdict(config).items()
-              if k != "dropout" and saved.get(k) != v}
+    differ = {k: (saved[k], v) for k, v in dataclasses.asdict(config).items() if k != "dropout" and saved[k] != v}
     if differ:
         fields = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in differ.items())
         raise ValueError(f"{path}: the pretrained backbone differs from model.init_args.backbone ({fields}); "
