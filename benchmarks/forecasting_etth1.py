@@ -22,7 +22,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -74,6 +76,11 @@ def run_one(model: str, horizon: int, out: Path, extra: list[str]) -> dict[str, 
     return {**metrics, "fit_s": fit_s, "total_s": time.perf_counter() - start, "checkpoint": str(best[-1])}
 
 
+def report(model: str, horizon: int, r: dict) -> None:
+    print(f"{model:12s} H={horizon:<4d} test MSE {r['mse']:.4f} MAE {r['mae']:.4f} "
+          f"(original units: MSE {r['mse_original']:.3f}) fit {r['fit_s']:.0f}s", flush=True)
+
+
 def fmt(pair: Optional[tuple[float, float]]) -> str:
     return "-" if pair is None else f"{pair[0]:.3f} / {pair[1]:.3f}"
 
@@ -97,7 +104,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--horizons", nargs="+", type=int, choices=HORIZONS, default=list(HORIZONS))
     parser.add_argument("--max-epochs", type=int, default=None, help="override every recipe's max_epochs")
-    parser.add_argument("--limit-train-batches", type=float, default=None, help="fraction (<= 1) or count per epoch")
+    parser.add_argument("--limit-train-batches", default=None, help="per epoch: a fraction (0.5) or a count (20)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one process each)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_forecasting_etth1")
     args = parser.parse_args(argv)
     extra = []
@@ -107,14 +115,21 @@ def main(argv: Optional[list[str]] = None) -> None:
         extra += ["--trainer.limit_train_batches", str(args.limit_train_batches)]
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[int, dict]] = {m: {} for m in args.models}
-    for horizon in args.horizons:
-        for model in args.models:
-            results[model][horizon] = run_one(model, horizon, args.out, extra)
-            r = results[model][horizon]
-            print(f"{model:12s} H={horizon:<4d} test MSE {r['mse']:.4f} MAE {r['mae']:.4f} "
-                  f"(original units: MSE {r['mse_original']:.3f}) fit {r['fit_s']:.0f}s", flush=True)
+    # In the order given (Titans, the slowest, first), so that parallel workers end together.
+    jobs = [(m, h) for m in args.models for h in args.horizons]
+    lock = threading.Lock()
+
+    def job(pair: tuple[str, int]) -> None:
+        model, horizon = pair
+        r = run_one(model, horizon, args.out, extra)
+        with lock:
+            results[model][horizon] = r
+            report(model, horizon, r)
             (args.out / "results.json").write_text(json.dumps(
                 {"argv": sys.argv[1:], "overrides": extra, "results": results}, indent=1))
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(job, jobs))
     print(f"\nETTh1, lookback 96, test split (2881 - H windows), overrides: {' '.join(extra) or 'none'}\n")
     print(table(results, args.horizons))
 

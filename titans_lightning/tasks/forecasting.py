@@ -189,6 +189,8 @@ class ForecastFigure(FigureLogger):
         with torch.no_grad():
             forecast = pl_module.forecast({k: v.to(pl_module.device) for k, v in batch.items()})
         names = datamodule.target_names
+        if self.channel is not None and self.channel not in names:
+            raise ValueError(f"ForecastFigure: channel {self.channel!r} is not a target; targets: {names}")
         c = names.index(self.channel) if self.channel is not None else len(names) - 1
         history, truth = datamodule.inverse_transform(batch["x"]), datamodule.inverse_transform(batch["y"])
         forecast = datamodule.inverse_transform(forecast.float().cpu())
