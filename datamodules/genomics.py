@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from .base import TitansDataModule
 from .genomics_fasta import (WindowDataset, random_windows, read_fasta, split_held_out, tiled_windows,
-                             warn_short_regions)
+                             report_short_regions)
 from .genomics_labels import (LabelledSequences, SequenceDataset, collate_sequences, read_csv_sequences,
                               read_fasta_classes, stratified_split)
 from .genomics_tokenizer import NucleotideTokenizer
@@ -68,10 +68,12 @@ class GenomicsPretrainDataModule(TitansDataModule):
         if self.train is not None:
             return
         train, val = split_held_out(read_fasta(self.path, self.tokenizer), self.val_fraction)
+        # A region of one base has no next base to predict (a record's end, or a cut at its last base).
+        train, val = [r for r in train if len(r) > 1], [r for r in val if len(r) > 1]
         if not train or not val:
             raise ValueError(f"{self.path}: too short to hold out {self.val_fraction} of its bases")
         length = self.seq_len + 1
-        warn_short_regions(train, length, "training")
+        report_short_regions(train, length, "training")
         count = self.train_windows or max(sum(len(r) for r in train) // self.seq_len, self.batch_size)
         generator = torch.Generator().manual_seed(self.seed)
         self.train = WindowDataset(train, length, *random_windows(train, length, count, generator), self.rc_augment)

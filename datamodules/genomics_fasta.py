@@ -167,7 +167,7 @@ def tiled_windows(regions: list[Tensor], length: int, limit: Optional[int]) -> t
     return torch.tensor(ids), torch.tensor(starts)
 
 
-def warn_short_regions(regions: list[Tensor], length: int, what: str) -> None:
+def report_short_regions(regions: list[Tensor], length: int, what: str) -> None:
     """Log how many regions are shorter than a window (they train padded, not dropped)."""
     short = sum(len(r) < length for r in regions)
     if short:
