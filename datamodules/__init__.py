@@ -1,6 +1,7 @@
 """One LightningDataModule per data source, on a shared base. Never imports the model."""
 
 from .base import TitansDataModule
+from .genomics import GenomicsClassificationDataModule, GenomicsPretrainDataModule
 from .text import TextDataModule
 
 __all__ = ["TitansDataModule"]

@@ -1,6 +1,7 @@
 """LightningModules: the base task every domain subclasses, and its optimisation defaults."""
 
 from .base import TitansTask
+from .dna import DNAClassificationTask, DNAPretrainTask
 from .lm import LanguageModelingTask
 from .schedules import AdamW, WarmupCosine, warmup_cosine_factor
 
