@@ -8,8 +8,9 @@ For each variant: ``titans fit -c recipes/longctx/<variant>.yaml`` in a fresh pr
 ``--trainer.max_time`` (no validation during the fit, so all the time trains), then the test grid of
 the recipe's DataModule at ``--lengths`` is read ``eval_chunk`` tokens at a time from the last
 checkpoint and answered greedily (``NeedleTask.answer``). Prints, per variant, the steps trained,
-the evaluation time, the markdown accuracy table and the chance level of an exact match, and
-writes everything to ``<out>/niah.json``. Variants train one after another unless ``--parallel``
+the evaluation time, the markdown accuracy table, the chance level of an exact match and the
+teacher-forced answer loss per length (ln 10 = 2.303 nats per digit is a uniform guess), and
+writes everything to ``<out>/niah.json`` and a heatmap per variant to ``<out>/niah_<variant>.png``. Variants train one after another unless ``--parallel``
 (one process each, side by side: on a shared machine each gets its own core share).
 """
 
@@ -29,7 +30,7 @@ import yaml
 
 from datamodules.niah import NeedleDataModule
 from titans_lightning.streaming import load_lm
-from titans_lightning.tasks.longctx import NeedleAccuracy, exact_match, format_table
+from titans_lightning.tasks.longctx import NeedleAccuracy, exact_match, format_table, heatmap
 
 REPO = Path(__file__).resolve().parents[1]
 CHANCE = {"number": 10.0, "word": None, "uuid": 16.0}  # symbols per answer character, for the chance level
@@ -75,14 +76,16 @@ def evaluate(run: Path, lengths: list[int], depths: list[float], samples: int, b
     dm = NeedleDataModule(**{k: config[k] for k in keep if k in config}, eval_lengths=lengths, depths=depths,
                           samples_per_cell=samples, batch_size=batch)
     dm.setup("test")
-    metric, start = NeedleAccuracy(), time.perf_counter()
+    metric, nll_by_length, start = NeedleAccuracy(), {}, time.perf_counter()
     for item in dm.test_dataloader():
-        generated, _ = task.answer(item)
+        generated, nll = task.answer(item)
         metric.update(exact_match(generated, item["answer"]), item["length"], item["depth"])
+        nll_by_length.setdefault(int(item["length"][0]), []).append(nll.mean(1))
     lengths_, depths_, accuracy, counts = metric.table()
     return {"needle": dm.needle, "needle_len": dm.needle_len, "lengths": lengths_, "depths": depths_,
             "accuracy": accuracy.tolist(), "counts": counts.tolist(), "overall": float(metric.compute()),
-            "eval_seconds": time.perf_counter() - start, "table": format_table(lengths_, depths_, accuracy)}
+            "eval_seconds": time.perf_counter() - start,
+            "answer_nll_by_length": {n: float(torch.cat(v).mean()) for n, v in nll_by_length.items()}, "table": format_table(lengths_, depths_, accuracy)}
 
 
 def main() -> None:
@@ -118,7 +121,11 @@ def main() -> None:
         chance = f"{symbols ** -r['needle_len']:.0e}" if symbols else "n/a"
         print(f"\n## {variant}: {r['steps']} steps in {args.train_minutes:g} min (last train loss "
               f"{r['final_train_loss']:.3f}), grid evaluated in {r['eval_seconds']:.0f} s, overall "
-              f"{100 * r['overall']:.1f}% (chance {chance})\n{r['table']}", flush=True)
+              f"{100 * r['overall']:.1f}% (chance {chance})\n{r['table']}\nanswer loss per token (nats) by length: "
+              + ", ".join(f"{n:,}: {v:.3f}" for n, v in r["answer_nll_by_length"].items()), flush=True)
+        figure = heatmap(r["lengths"], r["depths"], torch.tensor(r["accuracy"]),
+                         f"{variant}: S-NIAH exact match after {r['steps']} steps")
+        figure.savefig(args.out / f"niah_{variant}.png", dpi=100)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "niah.json").write_text(json.dumps(results, indent=1))
 
