@@ -31,11 +31,11 @@ machines agree without storing anything. This module never imports the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Literal, Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .base import TitansDataModule
 from .text_corpus import decode_utf8, find_files
@@ -96,7 +96,7 @@ class NeedleSample:
 
 
 class Haystack:
-    """Filler bytes: RULER's repeated noise (``source=None``) or slices of a byte corpus."""
+    """Filler bytes: RULER's repeated noise (``corpus=None``) or slices of a (n,) uint8 corpus."""
 
     def __init__(self, corpus: Optional[np.ndarray] = None) -> None:
         self.corpus = corpus
@@ -164,23 +164,30 @@ class NeedleSet(Dataset):
         return item
 
 
-class SameLengthBatches(Sampler[list[int]]):
-    """Batches of at most ``batch_size`` consecutive indices that share a context length."""
+def same_length_groups(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Runs of at most ``batch_size`` consecutive indices that share a context length."""
+    groups: list[list[int]] = []
+    for index, length in enumerate(lengths):
+        if not groups or len(groups[-1]) == batch_size or lengths[groups[-1][0]] != length:
+            groups.append([])
+        groups[-1].append(index)
+    return groups
 
-    def __init__(self, lengths: Sequence[int], batch_size: int) -> None:
-        self.batches: list[list[int]] = []
-        for index, length in enumerate(lengths):
-            last = self.batches[-1] if self.batches else None
-            if last is None or len(last) == batch_size or lengths[last[0]] != length:
-                self.batches.append([])
-            self.batches[-1].append(index)
 
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches)
+class GroupedBatches(Dataset):
+    """Whole evaluation batches as items (one context length each), for a loader with
+    ``batch_size=None``. Under data parallelism Lightning deals these items out to the ranks
+    (its distributed sampler repeats a few to even the ranks out, as for any evaluation set)."""
+
+    def __init__(self, samples: NeedleSet, batch_size: int) -> None:
+        self.samples = samples
+        self.groups = same_length_groups([n for n, _ in samples.cells], batch_size)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.groups)
 
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return default_collate([self.samples[i] for i in self.groups[index]])
 
 
 def read_corpus(path: str) -> np.ndarray:
@@ -235,7 +242,7 @@ class NeedleDataModule(TitansDataModule):
         self.train_length, self.train_samples = train_length, train_samples
         self.eval_lengths, self.depths = [int(n) for n in eval_lengths], [float(d) for d in depths]
         self.samples_per_cell, self.data_seed = samples_per_cell, data_seed
-        self.eval_batch_size = eval_batch_size or self.batch_size
+        self.eval_batch_size = self.batch_size if eval_batch_size is None else eval_batch_size
         self.tokenizer = ByteTokenizer()
         self.validate()
         self.datasets: dict[str, NeedleSet] = {}
@@ -304,9 +311,8 @@ class NeedleDataModule(TitansDataModule):
 
     def eval_loader(self, split: str) -> DataLoader:
         """One context length per batch, the grid in order (short contexts first)."""
-        dataset = self.datasets[split]
-        batches = SameLengthBatches([n for n, _ in dataset.cells], self.eval_batch_size)
-        return DataLoader(dataset, batch_sampler=batches, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        batches = GroupedBatches(self.datasets[split], self.eval_batch_size)
+        return DataLoader(batches, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory)
 
     def val_dataloader(self) -> DataLoader:
         return self.eval_loader("val")

@@ -102,7 +102,8 @@ def test_text_haystack_keeps_evaluation_text_out_of_training(tmp_path: Path):
     ({"needle": "emoji"}, "needle: expected one of"),
     ({"haystack": "books"}, "haystack: expected 'noise' or 'text'"),
     ({"samples_per_cell": 0}, "samples_per_cell: expected >= 1"),
-], ids=["eval-too-short", "train-too-short", "depth-range", "needle-kind", "haystack-kind", "samples"])
+    ({"eval_batch_size": 0}, "eval_batch_size: expected >= 1, got 0"),
+], ids=["eval-too-short", "train-too-short", "depth-range", "needle-kind", "haystack-kind", "samples", "eval-batch"])
 def test_bad_arguments_raise_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         NeedleDataModule(**kwargs)
