@@ -73,7 +73,17 @@ def run_one(model: str, horizon: int, out: Path, extra: list[str]) -> dict[str, 
     fit_s = time.perf_counter() - start
     titans(["test", *common, "--ckpt_path", str(best[-1])], log)
     metrics = test_metrics(newest_run(root))
-    return {**metrics, "fit_s": fit_s, "total_s": time.perf_counter() - start, "checkpoint": str(best[-1])}
+    return {**metrics, "fit_s": fit_s, "total_s": time.perf_counter() - start, "checkpoint": str(best[-1]),
+            "overrides": " ".join(extra) or "none"}
+
+
+def previous_results(path: Path) -> dict[str, dict[int, dict]]:
+    """Results already in ``path`` (earlier invocations with the same ``--out``): a rerun of some
+    models or horizons replaces only those entries, so the table can be built in pieces."""
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())["results"]
+    return {model: {int(h): r for h, r in by_h.items()} for model, by_h in saved.items()}
 
 
 def report(model: str, horizon: int, r: dict) -> None:
@@ -114,7 +124,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.limit_train_batches is not None:
         extra += ["--trainer.limit_train_batches", str(args.limit_train_batches)]
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[int, dict]] = {m: {} for m in args.models}
+    results = previous_results(args.out / "results.json")
+    for model in args.models:
+        results.setdefault(model, {})
     # In the order given (Titans, the slowest, first), so that parallel workers end together.
     jobs = [(m, h) for m in args.models for h in args.horizons]
     lock = threading.Lock()
@@ -127,12 +139,16 @@ def main(argv: Optional[list[str]] = None) -> None:
             results[model][horizon] = r
             report(model, horizon, r)
             (args.out / "results.json").write_text(json.dumps(
-                {"argv": sys.argv[1:], "results": results}, indent=1))
+                {"last_argv": sys.argv[1:], "results": results}, indent=1))
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(job, jobs))
-    print(f"\nETTh1, lookback 96, test split (2881 - H windows); {' '.join(sys.argv[1:]) or 'recipes as written'}\n")
-    print(table(results, args.horizons))
+    print("\nETTh1, lookback 96, test split (2881 - H windows); recipe overrides per run:")
+    for model, by_h in results.items():
+        print(f"  {model}: " + ", ".join(f"H={h} {r.get('overrides', 'none')} ({r['fit_s']:.0f}s fit)"
+                                       for h, r in sorted(by_h.items())))
+    print()
+    print(table(results, sorted({h for by_h in results.values() for h in by_h})))
 
 
 if __name__ == "__main__":
