@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import subprocess
@@ -64,8 +65,16 @@ def best_checkpoint(run: Path) -> Path:
 
 
 def fit_and_test(name: str, recipe: str, out: Path, extra: list[str]) -> dict[str, float]:
-    """Train ``recipe``, test its best checkpoint; the test metrics, fit wall time, parameters."""
+    """Train ``recipe``, test its best checkpoint; the test metrics, fit wall time, parameters.
+
+    The result is also written to ``<run>/result.json``; a run that has one is not repeated
+    (delete its folder to train it again), so an interrupted benchmark resumes where it stopped.
+    """
     root = out / name
+    done = root / "result.json"
+    if done.is_file():
+        print(f"{name}: reusing {done}", flush=True)
+        return json.loads(done.read_text())
     root.parent.mkdir(parents=True, exist_ok=True)
     print(f"{name}: {recipe}", flush=True)
     common = ["-c", recipe, "--trainer.default_root_dir", str(root), *QUIET, *extra]
@@ -75,6 +84,8 @@ def fit_and_test(name: str, recipe: str, out: Path, extra: list[str]) -> dict[st
     titans(["test", *common, "--ckpt_path", str(best)], root.with_suffix(".test.log"))
     result = last_values(newest_run(root), "test")
     result.update(fit_seconds=fit_seconds, best=str(best.relative_to(out)), params=parameters(best))
+    done.write_text(json.dumps(result, indent=1))
+    print("  test " + ", ".join(f"{m} {result[m]:.4f}" for m in METRICS) + f"; fit {fit_seconds:.0f} s", flush=True)
     return result
 
 
