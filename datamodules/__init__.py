@@ -3,5 +3,6 @@
 from .base import TitansDataModule
 from .genomics import GenomicsClassificationDataModule, GenomicsPretrainDataModule
 from .text import TextDataModule
+from .timeseries import TimeSeriesDataModule
 
 __all__ = ["TitansDataModule"]

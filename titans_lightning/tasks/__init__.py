@@ -2,6 +2,7 @@
 
 from .base import TitansTask
 from .dna import DNAClassificationTask, DNAPretrainTask
+from .forecasting import DLinearTask, ForecastFigure, ForecastingTask, ForecastWriter
 from .lm import LanguageModelingTask
 from .schedules import AdamW, WarmupCosine, warmup_cosine_factor
 
