@@ -86,8 +86,11 @@ def test_sampled_negatives_are_distinct_unseen_and_not_the_target():
     assert ranks.tolist() == [1 + (negatives[i] > target[i]).sum().item() for i in range(2)]
 
 
-def test_sampled_softmax_over_every_item_equals_the_full_softmax():
-    head = NextItemHead(num_items=9, dim=4)
+@pytest.mark.parametrize("bias", [False, True], ids=["tied", "tied-with-item-bias"])
+def test_sampled_softmax_over_every_item_equals_the_full_softmax(bias):
+    head = NextItemHead(num_items=9, dim=4, bias=bias)
+    if bias:
+        torch.nn.init.normal_(head.bias)
     hidden, targets = torch.randn(6, 4), torch.tensor([1, 2, 3, 9, 9, 5])
     every_item = torch.arange(1, 10)  # each row's own target is masked out of its negatives
     logits = head.sampled_logits(hidden, targets, every_item)

@@ -25,17 +25,20 @@ class NextItemHead(nn.Module):
         num_items: N; the table has N + 1 rows, row 0 (padding) fixed at zero.
         dim: D, the backbone width.
         dropout: dropout on the input embeddings (training only).
+        bias: add a learned per-item score bias (an item's prior popularity), so the shared
+            embedding need not encode popularity in its geometry.
 
-    Parameters: (N + 1) * D.
+    Parameters: (N + 1) * D, plus N + 1 with ``bias``.
     """
 
-    def __init__(self, num_items: int, dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, num_items: int, dim: int, dropout: float = 0.0, bias: bool = False) -> None:
         super().__init__()
         if num_items < 1:
             raise ValueError(f"NextItemHead: expected num_items >= 1, got {num_items}")
         self.num_items = num_items
         self.embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
         self.dropout = nn.Dropout(dropout)
+        self.bias = nn.Parameter(torch.zeros(num_items + 1)) if bias else None
         with torch.no_grad():  # GPT-2's 0.02: tied logits h . e start small (h is RMS-normalised)
             self.embedding.weight.normal_(0.0, 0.02)
             self.embedding.weight[0].zero_()
@@ -47,6 +50,8 @@ class NextItemHead(nn.Module):
     def scores(self, hidden: Tensor) -> Tensor:
         """(..., D) hidden states -> (..., N + 1) scores of every item; column 0 (padding) is -inf."""
         scores = hidden @ self.embedding.weight.t()
+        if self.bias is not None:
+            scores = scores + self.bias
         return scores.index_fill(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
 
     def sampled_logits(self, hidden: Tensor, targets: Tensor, negatives: Tensor) -> Tensor:
@@ -61,6 +66,8 @@ class NextItemHead(nn.Module):
         weight = self.embedding.weight
         positive = (hidden * weight[targets]).sum(-1, keepdim=True)
         negative = hidden @ weight[negatives].t()
+        if self.bias is not None:
+            positive, negative = positive + self.bias[targets, None], negative + self.bias[negatives]
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         return torch.cat((positive, negative), -1)
 

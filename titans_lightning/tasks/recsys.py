@@ -85,6 +85,7 @@ class NextItemTask(TitansTask):
             (SASRec's protocol, e.g. 100) instead of all items. Named, never the default: sampled
             metrics overstate quality and change model orderings (Krichene & Rendle 2020).
         embedding_dropout: dropout on the input item embeddings.
+        item_bias: add a learned per-item bias to the scores (see ``NextItemHead``).
         predict_top_k: recommendations per user returned by ``predict_step``.
         optimizer, lr_scheduler, data_sizes: as ``TitansTask`` (``data_sizes["num_items"]``).
 
@@ -102,6 +103,7 @@ class NextItemTask(TitansTask):
         sampled_softmax: Optional[int] = None,
         eval_negatives: Optional[int] = None,
         embedding_dropout: float = 0.0,
+        item_bias: bool = False,
         predict_top_k: int = 10,
         optimizer: OptimizerCallable = AdamW,
         lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
@@ -119,7 +121,7 @@ class NextItemTask(TitansTask):
                              f"{eval_negatives} (the target is ranked among {eval_negatives + 1} items), got ks={ks}")
         self.ks, self.exclude_seen = ks, exclude_seen
         self.sampled_softmax, self.eval_negatives = sampled_softmax, eval_negatives
-        self.embedding_dropout, self.predict_top_k = embedding_dropout, predict_top_k
+        self.embedding_dropout, self.item_bias, self.predict_top_k = embedding_dropout, item_bias, predict_top_k
         self.monitor = f"val/{metric_prefix(eval_negatives)}ndcg@{ks[0]}"
         self.negative_generator: Optional[torch.Generator] = None
 
@@ -131,7 +133,7 @@ class NextItemTask(TitansTask):
         return self.data_sizes["num_items"]
 
     def build_head(self) -> nn.Module:
-        return NextItemHead(self.num_items, self.backbone_config.dim, self.embedding_dropout)
+        return NextItemHead(self.num_items, self.backbone_config.dim, self.embedding_dropout, self.item_bias)
 
     def build_metrics(self) -> dict[str, Metric]:
         prefix = metric_prefix(self.eval_negatives)
@@ -221,7 +223,7 @@ class PopularityTask(NextItemTask):
         predict_top_k: int = 10,
         data_sizes: Optional[dict[str, int]] = None,
     ) -> None:
-        super().__init__(None, ks, exclude_seen, None, eval_negatives, 0.0, predict_top_k,
+        super().__init__(None, ks, exclude_seen, None, eval_negatives, 0.0, False, predict_top_k,
                          lr_scheduler=None, data_sizes=data_sizes)
         if backbone is not None:
             rank_zero_warn("PopularityTask has no backbone: the backbone configuration is ignored")
