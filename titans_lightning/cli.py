@@ -100,7 +100,8 @@ def main(args: ArgsType = None) -> None:
     """Run ``titans <subcommand> ...``; ``args`` (a list of strings) replaces ``sys.argv[1:]``."""
     # Interpolations such as ${trainer.max_steps} are written from the root of the whole config;
     # this keeps them valid inside nested class configs (model.init_args..., trainer.logger...).
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    # attribute docstrings of TitansConfig's fields become the CLI help of those options
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True, docstring_parse_attribute_docstrings=True)
     TitansCLI(
         TitansTask,
         TitansDataModule,

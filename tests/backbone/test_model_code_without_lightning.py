@@ -4,8 +4,12 @@ import subprocess
 import sys
 
 CHECK = """
-import sys
-import titans_lightning.backbone, titans_lightning.heads, titans_lightning.memory
+import importlib, pkgutil, sys
+import titans_lightning
+for package in ("memory", "backbone", "heads"):  # every module, not only the packages' __init__
+    path = [f"{titans_lightning.__path__[0]}/{package}"]
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"titans_lightning.{package}.{module.name}")
 bad = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning',
              'lightning_fabric', 'torchmetrics', 'datamodules'))
 print(bad)
