@@ -6,6 +6,17 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """In-process tests run torch on one thread: the suite shares two cores (and the model tests
+    are cheap); multi-process tests start their own interpreters with their own settings."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

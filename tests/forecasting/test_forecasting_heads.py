@@ -14,12 +14,6 @@ from titans_lightning.heads.forecasting import (Cycle, DLinear, ForecastingHead,
                                                 RevIN, num_patches)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def forecaster(variant: str = "lmm", covariates: int = 0, **head):

@@ -6,15 +6,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def document(k: int) -> str:

@@ -1,6 +1,5 @@
 """Tiny float64 problems for the memory tests."""
 
-import pytest
 import torch
 
 
@@ -22,9 +21,3 @@ def make_problem(batch=2, tokens=23, dim=4, hidden=6, depth=2, seed=0, dtype=tor
     )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
