@@ -67,7 +67,8 @@ def main() -> None:
         seconds, (train, _) = timed(build, args.rounds)
         print(f"leave-one-out datasets (max_len {args.max_len}): {seconds:6.2f} s -> {len(train):,} training windows")
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"process: user {usage.ru_utime:.1f} s, system {usage.ru_stime:.1f} s, peak RSS {usage.ru_maxrss / 1e6:.2f} GB")
+    print(f"process: user {usage.ru_utime:.1f} s, system {usage.ru_stime:.1f} s, "
+          f"peak RSS {usage.ru_maxrss / 1e6:.2f} GB")
 
 
 if __name__ == "__main__":

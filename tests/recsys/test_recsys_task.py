@@ -1,5 +1,5 @@
 """NextItemTask and PopularityTask: padding leaves scores and memory untouched, tied embedding,
-popularity counts, sampled evaluation names, and `titans fit/test/predict` on the shipped data."""
+popularity counts, sampled evaluation names, and `titans fit/predict` on a user's own log."""
 
 from __future__ import annotations
 
@@ -102,27 +102,32 @@ def test_popularity_ranks_by_training_target_counts():
     _, ranks = task.compute_loss(batch)
     # counts 3:3, 5:2, 1:1, 2:1, 4 and 6 none; user 1 saw item 3: 5, then 1 before 2 (a tie, lower id first)
     assert ranks.tolist() == [1.0, 3.0]
+    assert "counts" in task.state_dict() and "pending" not in task.state_dict()  # counts go with the checkpoint
 
 
-def fit_and_predict(tmp_path: Path, recipe: str, *args: str) -> Path:
+def own_log(path: Path) -> pl.DataFrame:
+    """A Parquet log with other column names, string item ids and datetime timestamps."""
+    rows = [(f"u{u}", f"sku-{(u * 7 + t * 3) % 23}", t) for u in range(6) for t in range(8 + u)]
+    log = pl.DataFrame(rows, schema=["visitor", "product", "hour"], orient="row")
+    log = log.with_columns((pl.datetime(2024, 1, 1) + pl.duration(hours=pl.col("hour"))).alias("time")).drop("hour")
+    log.write_parquet(path)
+    return log
+
+
+def test_own_log_fit_then_predict_writes_top_k_in_original_ids(tmp_path):
     from titans_lightning.cli import main
 
-    common = ["-c", str(REPO / "recipes/recsys" / recipe), "--trainer.default_root_dir", str(tmp_path), *QUIET]
-    main(["fit", *common, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", *args])
-    checkpoint = next(tmp_path.glob("csv/version_0/checkpoints/last.ckpt"))
-    out = tmp_path / "top.parquet"
-    main(["predict", *common, "--ckpt_path", str(checkpoint), "--trainer.limit_predict_batches", "1",
+    log = own_log(tmp_path / "clicks.parquet")
+    data = ["--data.path", str(tmp_path / "clicks.parquet"), "--data.user_column", "visitor", "--data.item_column",
+            "product", "--data.timestamp_column", "time", "--data.batch_size", "2", "--data.eval_batch_size", "4"]
+    common = ["-c", str(REPO / "recipes/recsys/debug.yaml"), "--trainer.default_root_dir", str(tmp_path), *QUIET, *data]
+    main(["fit", *common, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2"])
+    out = tmp_path / "top.csv"
+    main(["predict", *common, "--ckpt_path", str(tmp_path / "csv/version_0/checkpoints/last.ckpt"),
           "--trainer.callbacks+=titans_lightning.tasks.recsys.RecommendationWriter",
-          f"--trainer.callbacks.path={out}", *args])
-    return out
-
-
-def test_predict_writes_top_k_in_original_ids(tmp_path):
-    out = fit_and_predict(tmp_path, "debug.yaml", "--data.eval_batch_size", "5", "--model.init_args.predict_top_k", "4")
-    top = pl.read_parquet(out)
-    movies = set(pl.read_csv(REPO / "data/recsys/movies.csv")["movieId"].to_list())
-    assert top.columns == ["userId", "rank", "movieId", "score"]
-    assert top.height == 5 * 4 and top["userId"].unique().sort().to_list() == [1, 2, 3, 4, 5]
-    assert set(top["movieId"].to_list()) <= movies and top["rank"].to_list()[:4] == [1, 2, 3, 4]
-    ratings = pl.read_csv(REPO / "data/recsys/ratings.csv").filter(pl.col("userId") <= 5)
-    assert top.join(ratings, on=["userId", "movieId"]).height == 0  # seen movies are not recommended
+          f"--trainer.callbacks.path={out}", "--trainer.callbacks.k=3"])
+    top = pl.read_csv(out)
+    assert top.columns == ["visitor", "rank", "product", "score"]
+    assert top.height == 6 * 3 and sorted(top["visitor"].unique().to_list()) == [f"u{u}" for u in range(6)]
+    assert set(top["product"].to_list()) <= set(log["product"].to_list()) and top["rank"].to_list()[:3] == [1, 2, 3]
+    assert top.join(log, on=["visitor", "product"]).height == 0  # nothing the visitor has seen

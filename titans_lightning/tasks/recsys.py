@@ -97,7 +97,7 @@ class NextItemTask(TitansTask):
 
     def __init__(
         self,
-        backbone: Optional[TitansConfig],
+        backbone: TitansConfig,
         ks: Sequence[int] = (10, 20, 200, 500),
         exclude_seen: bool = True,
         sampled_softmax: Optional[int] = None,
@@ -276,17 +276,24 @@ class RecommendationWriter(BasePredictionWriter):
 
     Args:
         path: output file.
+        k: recommendations per user; sets the task's ``predict_top_k`` for this run (None: keep
+            it). Set it here at predict time: with ``--ckpt_path``, LightningCLI replaces the
+            model arguments of the command line by the hyperparameters saved in the checkpoint.
     """
 
-    def __init__(self, path: Optional[str] = None) -> None:
+    def __init__(self, path: Optional[str] = None, k: Optional[int] = None) -> None:
         super().__init__(write_interval="batch")
         if path is not None and os.path.splitext(path)[1].lower() not in (".csv", ".parquet"):
             raise ValueError(f"RecommendationWriter.path: expected a .csv or .parquet file, got {path!r}")
-        self.path = path
+        if k is not None and k < 1:
+            raise ValueError(f"RecommendationWriter.k: expected None or a positive int, got {k}")
+        self.path, self.k = path, k
         self.parts: list[dict[str, np.ndarray]] = []
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.parts = []
+        if self.k is not None:
+            pl_module.predict_top_k = self.k
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: dict[str, Tensor],
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
