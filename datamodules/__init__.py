@@ -2,6 +2,7 @@
 
 from .base import TitansDataModule
 from .genomics import GenomicsClassificationDataModule, GenomicsPretrainDataModule
+from .recsys import InteractionDataModule
 from .text import TextDataModule
 from .timeseries import TimeSeriesDataModule
 
