@@ -1,15 +1,19 @@
 """One chunk of the neural memory, forward and backward by hand (a torch.autograd.Function).
 
 Shape legend: N = independent memories, b = chunk tokens, i/o = a memory layer's in/out width,
-L = memory depth. Per layer l, with chunk-start weights W, momentum S and gradient reference R:
+L = memory depth. Weights W and momentum S of a layer travel side by side as one tensor
+`WS = [W | S]` of shape (N, o, 2i), so that each product with both is a single matmul. Per layer
+l, with chunk-start WS and gradient reference R (the chunk-start W, unless a stream resumed
+mid-chunk):
 
     key pass at R:   z_l = h_l R_l^T,  h_{l+1} = s(z_l),  h_0 = k
     surprise:        delta_{L-1} = z_{L-1} - v  (or LN'(z)^T (LN(z) - v) with the output norm),
                      delta_l = s'(z_l) * (delta_{l+1} R_{l+1})
-    retrieval:       u_l = beta * (a_l W_l^T) + f * (a_l S_l^T) - ((a_l h_l^T) o G) delta_l,
+    retrieval:       u_l = [beta a_l | f a_l] WS_l^T - ((a_l h_l^T) o G) delta_l
+                         = beta (a_l W_l^T) + f (a_l S_l^T) - ((a_l h_l^T) o G) delta_l,
                      a_{l+1} = s(u_l),  a_0 = q,  y = u_{L-1}  (or LN(u_{L-1}))
-    chunk end:       W'_l = beta_b W_l + f_b S_l - delta_l^T (g_b * h_l)   (g_b = last row of G)
-                     S'_l = m_b S_l - delta_l^T (mix * h_l)
+    chunk end:       WS'_l = [beta_b W_l + f_b S_l | m_b S_l] - delta_l^T [g_b h_l | mix h_l]
+                     (g_b = last row of G: W' = ... - delta^T (g_b h), S' = m_b S - delta^T (mix h))
 
 (`functional.py` derives beta, f, G; the factor 2 of d||e||^2/de is folded into them.) Autograd
 would record some forty small ops per chunk; this computes the same gradients, including the
@@ -20,6 +24,7 @@ It is tested against the autograd-differentiated token-by-token reference.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -28,29 +33,31 @@ _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _gelu_derivatives(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(s, s', s'') of the exact GELU s(z) = z Phi(z), sharing erf and exp."""
-    cdf = 0.5 * (1.0 + torch.erf(z * _SQRT_HALF))
-    pdf = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
-    return z * cdf, cdf + z * pdf, pdf * (2.0 - z * z)
+def _gelu_derivatives(z: Tensor, second: bool = True) -> tuple[Tensor, ...]:
+    """(s, s', s'') of the exact GELU s(z) = z Phi(z), sharing erf and exp; (s, s') if not second."""
+    cdf = torch.erf(z * _SQRT_HALF).add_(1.0).mul_(0.5)
+    pdf = torch.exp(z * z * -0.5).mul_(_INV_SQRT_2PI)
+    s, ds = z * cdf, torch.addcmul(cdf, z, pdf)
+    return (s, ds, pdf.mul_(2.0 - z * z)) if second else (s, ds)
 
 
-def _silu_derivatives(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(s, s', s'') of s(z) = z sigmoid(z)."""
+def _silu_derivatives(z: Tensor, second: bool = True) -> tuple[Tensor, ...]:
+    """(s, s', s'') of s(z) = z sigmoid(z); (s, s') if not second."""
     sig = torch.sigmoid(z)
-    return z * sig, sig * (1.0 + z * (1.0 - sig)), sig * (1.0 - sig) * (2.0 + z * (1.0 - 2.0 * sig))
+    s, ds = z * sig, sig * (1.0 + z * (1.0 - sig))
+    return (s, ds, sig * (1.0 - sig) * (2.0 + z * (1.0 - 2.0 * sig))) if second else (s, ds)
 
 
-def _relu_derivatives(z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _relu_derivatives(z: Tensor, second: bool = True) -> tuple[Tensor, ...]:
     positive = (z > 0).to(z.dtype)
-    return z * positive, positive, torch.zeros_like(z)
+    return (z * positive, positive, torch.zeros_like(z)) if second else (z * positive, positive)
 
 
 def _relu_backward(grad: Tensor, z: Tensor) -> Tensor:
     return grad * (z > 0).to(z.dtype)
 
 
-# name -> (s, fused (g, z) -> g * s'(z) for the forward, z -> (s, s', s'') for the backward)
+# name -> (s, fused (g, z) -> g * s'(z) for the forward, (z, second) -> (s, s'[, s'']) for the backward)
 DERIVATIVES = {
     "gelu": (torch.nn.functional.gelu, torch.ops.aten.gelu_backward, _gelu_derivatives),
     "silu": (torch.nn.functional.silu, torch.ops.aten.silu_backward, _silu_derivatives),
@@ -84,79 +91,6 @@ def _top_surprise(z: Tensor, v: Tensor, output_norm: bool) -> Tensor:
     return z - v
 
 
-def _key_pass(R, k, v, act, act_backward, output_norm):
-    """Layer inputs h, pre-activations z, surprise signals delta and the back-signals g at R."""
-    L = len(R)
-    h, z = [k], []
-    for layer in range(L):
-        z.append(torch.bmm(h[layer], R[layer].mT))
-        if layer < L - 1:
-            h.append(act(z[layer]))
-    delta, g = [None] * L, [None] * L
-    delta[L - 1] = _top_surprise(z[L - 1], v, output_norm)
-    for layer in range(L - 2, -1, -1):
-        g[layer] = torch.bmm(delta[layer + 1], R[layer + 1])
-        delta[layer] = act_backward(g[layer], z[layer])
-    return h, z, delta, g
-
-
-def _retrieval(W, S, h, delta, q, beta, f, G, act):
-    """Queries through every token's own weights (dual form); also returns a, a h^T and u."""
-    a, ah, u = [q], [], []
-    for layer, (w, s) in enumerate(zip(W, S)):
-        ah.append(torch.bmm(a[layer], h[layer].mT))
-        out = torch.baddbmm(torch.bmm(a[layer] * f, s.mT), a[layer] * beta, w.mT)
-        u.append(torch.baddbmm(out, ah[layer] * G, delta[layer], alpha=-1))
-        if layer < len(W) - 1:
-            a.append(act(u[layer]))
-    return a, ah, u
-
-
-class ChunkStep(torch.autograd.Function):
-    """(q, k, v, gates, W, S, R) of one chunk -> (y, W', S'). See the module docstring.
-
-    Args (forward): activation name, depth L, output_norm (M ends with a parameter-free
-    LayerNorm), q (N,b,i_0), k (N,b,i_0), v (N,b,o_L),
-    beta, f (N,b), G (N,b,b), m_end (N,), m_mix (N,b), then W_0..W_{L-1}, S_0.., R_0.. .
-    """
-
-    @staticmethod
-    def forward(ctx, activation, L, output_norm, q, k, v, beta, f, G, m_end, m_mix, *weights):
-        W, S, R = weights[:L], weights[L : 2 * L], weights[2 * L :]
-        act, act_backward, _ = DERIVATIVES[activation]
-        h, z, delta, g = _key_pass(R, k, v, act, act_backward, output_norm)
-        a, ah, u = _retrieval(W, S, h, delta, q, beta[..., None], f[..., None], G, act)
-        b_end, f_end, g_end = beta[:, -1, None, None], f[:, -1, None, None], G[:, -1, :, None]
-        new_W = [torch.baddbmm(b_end * w + f_end * s, d.mT, hh * g_end, alpha=-1) for w, s, d, hh in zip(W, S, delta, h)]
-        new_S = [torch.baddbmm(m_end[:, None, None] * s, d.mT, hh * m_mix[..., None], alpha=-1) for s, d, hh in zip(S, delta, h)]
-        ctx.activation, ctx.L, ctx.output_norm = activation, L, output_norm
-        # h_{l+1} = s(z_l) and a_{l+1} = s(u_l) are recomputed in backward: less memory held
-        # (g = delta R and a h^T are recomputed too)
-        ctx.save_for_backward(v, beta, f, G, m_end, m_mix, *W, *S, *R, k, q, *z, *delta, *u)
-        return (layer_norm(u[-1]) if output_norm else u[-1], *new_W, *new_S)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy, *d_new):
-        L, derivatives = ctx.L, DERIVATIVES[ctx.activation][2]
-        saved = list(ctx.saved_tensors)
-        v, beta, f, G, m_end, m_mix = saved[:6]
-        W, S, R, (k, q), z, delta, u = _split(saved[6:], [L, L, L, 2, L, L, L])
-        (z, z_top), (u, u_top) = (z[:-1], z[-1]), (u[:-1], u[-1])
-        if ctx.output_norm and dy is not None:
-            dy = layer_norm_backward(u_top, dy)
-        z_d, u_d = [derivatives(x) for x in z], [derivatives(x) for x in u]  # (s, s', s'') each
-        h, a = [k] + [d[0] for d in z_d], [q] + [d[0] for d in u_d]
-        g = [torch.bmm(delta[layer + 1], R[layer + 1]) for layer in range(L - 1)]
-        ah = [torch.bmm(x, y.mT) for x, y in zip(a, h)]
-        grads = _Grads(W, S, R, h, delta, beta, f, G, m_end, m_mix)
-        grads.chunk_end(d_new[:L], d_new[L:], W, S, h, delta, beta, f, G, m_end, m_mix)
-        dq = grads.retrieval(dy, W, S, h, delta, a, ah, [d[1] for d in u_d], beta, f, G)
-        dk, dv = grads.key_pass(R, h, [d[1] for d in z_d], [d[2] for d in z_d], delta, g, z_top, v, ctx.output_norm)
-        return (None, None, None, dq, dk, dv, grads.beta, grads.f, grads.G, grads.m_end, grads.m_mix,
-                *grads.W, *grads.S, *grads.R)
-
-
 def _top_surprise_backward(z: Tensor, v: Tensor, grad: Tensor, output_norm: bool):
     """(dz, dv) through `_top_surprise`; the LayerNorm's second derivative by local autograd."""
     if not output_norm:
@@ -166,83 +100,197 @@ def _top_surprise_backward(z: Tensor, v: Tensor, grad: Tensor, output_norm: bool
         return torch.autograd.grad(_top_surprise(z, v, True), (z, v), grad)
 
 
-def _split(items, sizes):
-    out, start = [], 0
-    for size in sizes:
-        out.append(items[start : start + size])
-        start += size
+def _halves(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(..., 2i) -> the two (..., i) views [left | right]."""
+    i = x.shape[-1] // 2
+    return x[..., :i], x[..., i:]
+
+
+def _side_by_side(x: Tensor, left: Tensor, right: Tensor) -> Tensor:
+    """(N, n, i) and per-row scales (N, n, 1) -> (N, n, 2i) = [left * x | right * x], one buffer."""
+    out = x.new_empty(*x.shape[:-1], 2 * x.shape[-1])
+    torch.mul(x, left, out=out[..., : x.shape[-1]])
+    torch.mul(x, right, out=out[..., x.shape[-1] :])
     return out
 
 
-class _Grads:
-    """Gradient accumulators of ChunkStep.backward, filled by its three stages in reverse."""
+def _key_pass(R, k, v, act, act_backward, output_norm):
+    """Layer inputs h, pre-activations z and surprise signals delta, all at R."""
+    L = len(R)
+    h, z = [k], []
+    for layer in range(L):
+        z.append(torch.bmm(h[layer], R[layer].mT))
+        if layer < L - 1:
+            h.append(act(z[layer]))
+    delta = [None] * L
+    delta[L - 1] = _top_surprise(z[L - 1], v, output_norm)
+    for layer in range(L - 2, -1, -1):
+        delta[layer] = act_backward(torch.bmm(delta[layer + 1], R[layer + 1]), z[layer])
+    return h, z, delta
 
-    def __init__(self, W, S, R, h, delta, beta, f, G, m_end, m_mix):
-        zeros = lambda xs: [torch.zeros_like(x) for x in xs]  # noqa: E731
-        self.W, self.S, self.R, self.h, self.delta = zeros(W), zeros(S), zeros(R), zeros(h), zeros(delta)
+
+def _retrieval(WS, h, delta, q, beta, f, G, act):
+    """Queries through every token's own weights (dual form) -> pre-activations u per layer."""
+    a, u = q, []
+    for layer, ws in enumerate(WS):
+        mixed = torch.bmm(a, h[layer].mT).mul_(G)  # (a h^T) o G
+        u.append(torch.bmm(_side_by_side(a, beta, f), ws.mT).baddbmm_(mixed, delta[layer], alpha=-1))
+        if layer < len(WS) - 1:
+            a = act(u[layer])
+    return u
+
+
+def _chunk_end(WS, h, delta, beta_end, f_end, g_end, m_end, m_mix):
+    """WS'_l = [beta_b W + f_b S | m_b S] - delta^T [g_b h | mix h] for every layer."""
+    out = []
+    for ws, hh, d in zip(WS, h, delta):
+        W, S = _halves(ws)
+        base = torch.empty_like(ws)
+        left, right = _halves(base)
+        torch.mul(W, beta_end, out=left).add_(S * f_end)
+        torch.mul(S, m_end, out=right)
+        out.append(base.baddbmm_(d.mT, _side_by_side(hh, g_end, m_mix), alpha=-1))
+    return out
+
+
+def _ref_weights(WS, R):
+    """The gradient reference: the given R, or the W half of the chunk-start WS."""
+    return list(R) if R else [_halves(ws)[0] for ws in WS]
+
+
+class ChunkStep(torch.autograd.Function):
+    """(q, k, v, gates, WS[, R]) of one chunk -> (y, WS'). See the module docstring.
+
+    Args (forward): activation name, depth L, output_norm (M ends with a parameter-free
+    LayerNorm), q (N,b,i_0), k (N,b,i_0), v (N,b,o_L), beta, f (N,b), G (N,b,b), m_end (N,),
+    m_mix (N,b), then WS_0..WS_{L-1} (N,o_l,2i_l), then optionally R_0..R_{L-1} (N,o_l,i_l)
+    (absent: R = the W half of WS).
+    """
+
+    @staticmethod
+    def forward(ctx, activation, L, output_norm, q, k, v, beta, f, G, m_end, m_mix, *weights):
+        WS, R_given = weights[:L], weights[L:]
+        R = _ref_weights(WS, R_given)
+        act, act_backward, _ = DERIVATIVES[activation]
+        h, z, delta = _key_pass(R, k, v, act, act_backward, output_norm)
+        u = _retrieval(WS, h, delta, q, beta[..., None], f[..., None], G, act)
+        new_WS = _chunk_end(WS, h, delta, beta[:, -1, None, None], f[:, -1, None, None],
+                            G[:, -1, :, None], m_end[:, None, None], m_mix[..., None])
+        ctx.activation, ctx.L, ctx.output_norm, ctx.separate_ref = activation, L, output_norm, bool(R_given)
+        # h_{l+1} = s(z_l), a_{l+1} = s(u_l), a h^T and delta R are recomputed in backward: less memory held
+        ctx.save_for_backward(v, beta, f, G, m_end, m_mix, k, q, *WS, *R_given, *z, *delta, *u)
+        return (layer_norm(u[-1]) if output_norm else u[-1], *new_WS)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, *d_new):
+        L = ctx.L
+        saved = list(ctx.saved_tensors)
+        v, beta, f, G, m_end, m_mix, k, q = saved[:8]
+        WS, saved = saved[8 : 8 + L], saved[8 + L :]
+        R_given, saved = (saved[:L], saved[L:]) if ctx.separate_ref else ([], saved)
+        z, delta, u = saved[:L], saved[L : 2 * L], saved[2 * L :]
+        R = _ref_weights(WS, R_given)
+        derivatives = DERIVATIVES[ctx.activation][2]
+        z_d = [derivatives(x) for x in z[:-1]]  # (s, s', s'') of every hidden pre-activation
+        u_d = [derivatives(x, second=False) for x in u[:-1]]
+        h, a = [k] + [d[0] for d in z_d], [q] + [d[0] for d in u_d]
+        if ctx.output_norm and dy is not None:
+            dy = layer_norm_backward(u[-1], dy)
+        grads = _Grads(L, beta, f, G, m_end, m_mix)
+        grads.chunk_end(d_new, WS, h, delta)
+        dq = grads.retrieval(dy, WS, h, delta, a, [d[1] for d in u_d])
+        dk, dv = grads.key_pass(R, h, z_d, delta, z[-1], v, ctx.output_norm)
+        dWS = [torch.zeros_like(ws) if d is None else d for d, ws in zip(grads.WS, WS)]
+        if ctx.separate_ref:
+            return (None, None, None, dq, dk, dv, *grads.gates(), *dWS, *grads.R)
+        for dws, dr in zip(dWS, grads.R):  # R is the W half of WS: its gradient joins WS's
+            _halves(dws)[0].add_(dr)
+        return (None, None, None, dq, dk, dv, *grads.gates(), *dWS)
+
+
+def _add(total: Optional[Tensor], x: Tensor) -> Tensor:
+    """Accumulate into a gradient that may not exist yet (None = zero)."""
+    return x if total is None else total.add_(x)
+
+
+class _Grads:
+    """Gradient accumulators of ChunkStep.backward, filled by its three stages in reverse.
+
+    Per-layer lists hold None until a stage contributes (no zero-filled buffers).
+    """
+
+    def __init__(self, L, beta, f, G, m_end, m_mix):
+        self.WS, self.R, self.h, self.delta = [None] * L, [None] * L, [None] * L, [None] * L
         self.beta, self.f, self.G = torch.zeros_like(beta), torch.zeros_like(f), torch.zeros_like(G)
         self.m_end, self.m_mix = torch.zeros_like(m_end), torch.zeros_like(m_mix)
+        self.inputs = (beta, f, G, m_end, m_mix)
 
-    def chunk_end(self, dW_new, dS_new, W, S, h, delta, beta, f, G, m_end, m_mix):
-        """Through W'_l = beta_b W + f_b S - delta^T (g_b h) and S'_l = m_b S - delta^T (mix h)."""
-        g_end = G[:, -1]
-        for layer, (dWn, dSn) in enumerate(zip(dW_new, dS_new)):
-            hh, d = h[layer], delta[layer]
-            if dWn is not None:
-                self.W[layer] += beta[:, -1, None, None] * dWn
-                self.S[layer] += f[:, -1, None, None] * dWn
-                self.beta[:, -1] += (dWn * W[layer]).sum((1, 2))
-                self.f[:, -1] += (dWn * S[layer]).sum((1, 2))
-                self.delta[layer] -= torch.bmm(hh * g_end[..., None], dWn.mT)
-                dY = torch.bmm(d, dWn)
-                self.h[layer] -= dY * g_end[..., None]
-                self.G[:, -1] -= (dY * hh).sum(-1)
-            if dSn is not None:
-                self.S[layer] += m_end[:, None, None] * dSn
-                self.m_end += (dSn * S[layer]).sum((1, 2))
-                self.delta[layer] -= torch.bmm(hh * m_mix[..., None], dSn.mT)
-                dY = torch.bmm(d, dSn)
-                self.h[layer] -= dY * m_mix[..., None]
-                self.m_mix -= (dY * hh).sum(-1)
+    def gates(self) -> tuple[Tensor, ...]:
+        return self.beta, self.f, self.G, self.m_end, self.m_mix
 
-    def retrieval(self, dy, W, S, h, delta, a, ah, u_d1, beta, f, G):
+    def chunk_end(self, d_new, WS, h, delta):
+        """Through WS' = [beta_b W + f_b S | m_b S] - delta^T [g_b h | mix h]."""
+        beta, f, G, m_end, m_mix = self.inputs
+        b_end, f_end, m_e = beta[:, -1, None, None], f[:, -1, None, None], m_end[:, None, None]
+        g_end, mix = G[:, -1, :, None], m_mix[..., None]
+        for layer, d_ws in enumerate(d_new):
+            if d_ws is None:
+                continue
+            (W, S), (dW, dS), hh = _halves(WS[layer]), _halves(d_ws), h[layer]
+            grad = torch.empty_like(d_ws)
+            left, right = _halves(grad)
+            torch.mul(dW, b_end, out=left)
+            torch.mul(dW, f_end, out=right).add_(dS * m_e)
+            self.WS[layer] = _add(self.WS[layer], grad)
+            self.beta[:, -1] += (dW * W).sum((1, 2))
+            self.f[:, -1] += (dW * S).sum((1, 2))
+            self.m_end += (dS * S).sum((1, 2))
+            Y = _side_by_side(hh, g_end, mix)
+            self.delta[layer] = _add(self.delta[layer], torch.bmm(Y, d_ws.mT).neg_())
+            dY_end, dY_mix = _halves(torch.bmm(delta[layer], d_ws))  # minus d/dY
+            self.h[layer] = _add(self.h[layer], torch.mul(dY_end, g_end).addcmul_(dY_mix, mix).neg_())
+            self.G[:, -1] -= (dY_end * hh).sum(-1)
+            self.m_mix -= (dY_mix * hh).sum(-1)
+
+    def retrieval(self, dy, WS, h, delta, a, u_d1):
         """Through the dual-form retrieval, top layer down; u_d1 = s'(u_l) below the top; -> dq."""
-        L = len(W)
-        da = torch.zeros_like(delta[-1]) if dy is None else dy
-        beta_, f_ = beta[..., None], f[..., None]
+        beta, f, G = (x[..., None] if x.dim() == 2 else x for x in self.inputs[:3])
+        L = len(WS)
+        da = dy if dy is not None else delta[-1].new_zeros(*a[0].shape[:2], WS[-1].shape[1])
         for layer in range(L - 1, -1, -1):
             du = da if layer == L - 1 else da * u_d1[layer]
-            self.W[layer] += torch.bmm(du.mT, a[layer] * beta_)
-            self.S[layer] += torch.bmm(du.mT, a[layer] * f_)
-            du_w, du_s = torch.bmm(du, W[layer]), torch.bmm(du, S[layer])
-            self.beta += (a[layer] * du_w).sum(-1)
-            self.f += (a[layer] * du_s).sum(-1)
-            d_mix = -torch.bmm(du, delta[layer].mT)  # d/d((a h^T) o G)
-            self.delta[layer] -= torch.bmm((ah[layer] * G).mT, du)
-            self.G += d_mix * ah[layer]
-            d_ah = d_mix * G
-            da = beta_ * du_w + f_ * du_s + torch.bmm(d_ah, h[layer])
-            self.h[layer] += torch.bmm(d_ah.mT, a[layer])
+            self.WS[layer] = _add(self.WS[layer], torch.bmm(du.mT, _side_by_side(a[layer], beta, f)))
+            dX_w, dX_s = _halves(torch.bmm(du, WS[layer]))
+            self.beta += (a[layer] * dX_w).sum(-1)
+            self.f += (a[layer] * dX_s).sum(-1)
+            ah = torch.bmm(a[layer], h[layer].mT)
+            self.delta[layer] = _add(self.delta[layer], torch.bmm((ah * G).mT, du).neg_())
+            d_mixed = torch.bmm(du, delta[layer].mT).neg_()  # d/d((a h^T) o G)
+            self.G += d_mixed * ah
+            d_ah = d_mixed.mul_(G)
+            da = torch.mul(dX_w, beta).addcmul_(dX_s, f).baddbmm_(d_ah, h[layer])
+            self.h[layer] = _add(self.h[layer], torch.bmm(d_ah.mT, a[layer]))
         return da
 
-    def key_pass(self, R, h, z_d1, z_d2, delta, g, z_top, v, output_norm):
+    def key_pass(self, R, h, z_d, delta, z_top, v, output_norm):
         """Through the surprise (bottom layer up) and the key forward (top down); -> dk, dv.
 
-        z_d1, z_d2: s'(z_l), s''(z_l) below the top layer; z_top: the top pre-activation.
+        z_d: (s, s', s'') of every hidden pre-activation; z_top: the top pre-activation.
         """
         L = len(R)
-        dz = [torch.zeros_like(x) for x in delta]
+        dz = [None] * L
         for layer in range(L - 1):  # delta_l = s'(z_l) * (delta_{l+1} R_{l+1})
-            dd = self.delta[layer]
-            dz[layer] += dd * g[layer] * z_d2[layer]
-            dg = dd * z_d1[layer]
-            self.delta[layer + 1] += torch.bmm(dg, R[layer + 1].mT)
-            self.R[layer + 1] += torch.bmm(delta[layer + 1].mT, dg)
+            dd, (_, d1, d2) = self.delta[layer], z_d[layer]
+            dz[layer] = dd * torch.bmm(delta[layer + 1], R[layer + 1]) * d2
+            dg = dd * d1
+            self.delta[layer + 1] = _add(self.delta[layer + 1], torch.bmm(dg, R[layer + 1].mT))
+            self.R[layer + 1] = _add(self.R[layer + 1], torch.bmm(delta[layer + 1].mT, dg))
         dz_top, dv = _top_surprise_backward(z_top, v, self.delta[L - 1], output_norm)
-        dz[L - 1] += dz_top
+        dz[L - 1] = _add(dz[L - 1], dz_top)
         for layer in range(L - 1, -1, -1):  # z_l = h_l R_l^T, h_l = s(z_{l-1})
-            self.R[layer] += torch.bmm(dz[layer].mT, h[layer])
-            self.h[layer] += torch.bmm(dz[layer], R[layer])
+            self.R[layer] = _add(self.R[layer], torch.bmm(dz[layer].mT, h[layer]))
+            self.h[layer] = _add(self.h[layer], torch.bmm(dz[layer], R[layer]))
             if layer > 0:
-                dz[layer - 1] += self.h[layer] * z_d1[layer - 1]
+                dz[layer - 1] = _add(dz[layer - 1], self.h[layer] * z_d[layer - 1][1])
         return self.h[0], dv

@@ -149,11 +149,16 @@ def neural_memory(
 
 
 def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation, output_norm):
-    """Lay the call on the chunk grid, precompute all gates, then step chunk by chunk."""
+    """Lay the call on the chunk grid, precompute all gates, then step chunk by chunk.
+
+    Weights and momentum travel as one (N, o, 2i) tensor `[W | S]` per layer (see `chunk.py`);
+    the returned state holds views of its halves.
+    """
     offset = state.position % chunk_size
     T = q.shape[1]
     chunks = -(-(offset + T) // chunk_size)
-    ref = list(state.ref_weights) if offset else list(state.weights)
+    # resuming mid-chunk: the first chunk's gradients are taken at the stored chunk-start weights
+    ref = tuple(state.ref_weights) if offset else ()
     if chunks == 1:  # the call stays inside one chunk (decoding): its own width, no identity pad
         offset, chunk_size = 0, T
     grid = lambda x, fill=0.0: _to_grid(x, offset, chunks, chunk_size, fill)  # noqa: E731
@@ -161,14 +166,15 @@ def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activati
     # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
     qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
     beta, f, G, m_end, m_mix = (x.unbind(1) for x in (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix))
-    W, S = list(state.weights), list(state.momentum)
-    L, ys = len(W), []
+    WS = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)]
+    L, ys = len(WS), []
     for c in range(chunks):
-        y, *new = ChunkStep.apply(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *W, *S, *ref)
+        start_W = [ws[..., : ws.shape[-1] // 2] for ws in WS]
+        y, *WS = ChunkStep.apply(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *WS, *ref)
         ys.append(y)
-        W, S = new[:L], new[L:]
-        if c < chunks - 1:
-            ref = W
+        ref_out = ref or tuple(start_W)
+        ref = ()
     y = torch.stack(ys, dim=1).flatten(1, 2)[:, offset : offset + T]
-    position = state.position + T
-    return y, FastWeightState(tuple(W), tuple(S), tuple(ref), position)
+    halves = [(ws[..., : ws.shape[-1] // 2], ws[..., ws.shape[-1] // 2 :]) for ws in WS]
+    new_state = FastWeightState(tuple(h[0] for h in halves), tuple(h[1] for h in halves), ref_out, state.position + T)
+    return y, new_state
