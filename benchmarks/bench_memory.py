@@ -29,12 +29,15 @@ DIM, HEADS, DIM_HEAD, BATCH = 256, 4, 64, 4
 
 
 def build(name: str) -> torch.nn.Module:
-    """A contender by name: ours (chunk 64), ours-c16 (the paper's chunk), titans-pytorch."""
+    """A contender by name: ours (chunk 64), ours-c16 (the paper's chunk), ours-c16-channel
+    (per-channel alpha), titans-pytorch."""
     torch.manual_seed(0)
     if name == "ours":
         return NeuralMemory(DIM, heads=HEADS, dim_head=DIM_HEAD, chunk_size=64)
     if name == "ours-c16":
         return NeuralMemory(DIM, heads=HEADS, dim_head=DIM_HEAD, chunk_size=16)
+    if name == "ours-c16-channel":  # per-channel alpha (the NeurIPS option)
+        return NeuralMemory(DIM, heads=HEADS, dim_head=DIM_HEAD, chunk_size=16, per_channel_decay=True)
     from titans_pytorch import NeuralMemory as PeerMemory
 
     peer = PeerMemory(DIM, chunk_size=64, heads=HEADS, dim_head=DIM_HEAD)
@@ -80,16 +83,25 @@ def counted_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def peak_memory_mb(name: str, seq: int) -> float:
-    """ru_maxrss growth (MB) over one forward+backward, in a fresh interpreter."""
+    """Peak resident memory growth (MB) over one forward+backward, in a fresh interpreter.
+
+    Read from /proc's VmHWM: ru_maxrss would carry the parent's peak across fork + exec.
+    """
     code = (
-        "import resource, torch, sys; sys.path.insert(0, '.');"
-        "from benchmarks.bench_memory import build, step, BATCH, DIM;"
+        "import torch, sys; sys.path.insert(0, '.');"
+        "from benchmarks.bench_memory import build, step, BATCH, DIM, high_water_mb;"
         f"torch.set_num_threads(1); m = build({name!r}); x = torch.randn(BATCH, {seq}, DIM);"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "step(m, x, True); print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+        "base = high_water_mb(); step(m, x, True); print(high_water_mb() - base)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def high_water_mb() -> float:
+    """This process's peak resident set (VmHWM) in MB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def compare(names: list[str], seq: int, rounds: int) -> dict:

@@ -30,6 +30,7 @@ CASES = [
     pytest.param("mag", {}, id="mag"),
     pytest.param("mag", {"gate": "silu", "persistent_tokens": 0}, id="mag-silu-no-persistent"),
     pytest.param("mal", {}, id="mal"),
+    pytest.param("mal", {"memory_per_channel_decay": True}, id="mal-per-channel-decay"),
     pytest.param("lmm", {}, id="lmm"),
     pytest.param("lmm", {"memory_conv_kernel": 1, "memory_depth": 1, "memory_norm": False,
                          "memory_residual": False, "memory_activation": "silu"}, id="lmm-matrix-no-conv"),

@@ -168,3 +168,79 @@ def test_gradients_through_a_state_cut_mid_chunk_match_reference():
         grads.append(torch.autograd.grad(loss, leaves))
     for a, b in zip(*grads):
         _assert_close(a, b)
+
+
+def _per_channel(problem, seed=1):
+    """Replace the per-token decay by one (B, T, o_l) per-channel decay per layer."""
+    g = torch.Generator().manual_seed(seed)
+    B, T = problem["lr"].shape
+    problem["decay"] = [0.2 * torch.rand(B, T, w.shape[1], generator=g, dtype=w.dtype) for w in problem["weights"]]
+    return problem
+
+
+CHANNEL_CASES = [  # (depth, chunk_size, tokens, output_norm)
+    pytest.param(1, 1, 7, False, id="matrix-b1"),
+    pytest.param(1, 4, 18, False, id="matrix-b4-ragged"),
+    pytest.param(2, 5, 23, True, id="mlp2-b5-norm"),
+    pytest.param(3, 3, 14, False, id="mlp3-b3"),
+]
+
+
+@pytest.mark.parametrize("depth, chunk_size, tokens, output_norm", CHANNEL_CASES)
+def test_per_channel_decay_matches_reference(depth, chunk_size, tokens, output_norm):
+    grads = []
+    for fn in (neural_memory, neural_memory_reference):
+        p = make_problem(tokens=tokens, depth=depth)
+        leaves = _leaves(p)
+        p = _per_channel(p)
+        p["decay"] = [d.requires_grad_() for d in p["decay"]]
+        leaves = leaves + p["decay"]
+        y, state = fn(**p, chunk_size=chunk_size, output_norm=output_norm)
+        probe = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+        loss = (y * probe).sum() + sum((w**2).sum() for w in state.weights + state.momentum)
+        used = [x for x in leaves if x is not leaves[5]]  # the per-token decay is replaced
+        grads.append((y, state, torch.autograd.grad(loss, used)))
+    (fast_y, fast_state, fast_g), (slow_y, slow_state, slow_g) = grads
+    _assert_close(fast_y, slow_y)
+    for a, b in zip(fast_state.weights + fast_state.momentum, slow_state.weights + slow_state.momentum):
+        _assert_close(a, b)
+    for a, b in zip(fast_g, slow_g):
+        assert a.abs().sum() > 0
+        _assert_close(a, b)
+
+
+def test_per_channel_decay_equal_channels_is_the_shared_decay():
+    p = make_problem(tokens=19)
+    shared, _ = neural_memory(**p, chunk_size=4)
+    p["decay"] = [p["decay"][..., None].expand(-1, -1, w.shape[1]) for w in p["weights"]]
+    channel, _ = neural_memory(**p, chunk_size=4)
+    _assert_close(channel, shared)
+
+
+def test_per_channel_decay_pieces_and_mask():
+    p = _per_channel(make_problem(tokens=17))
+    mask = torch.ones(2, 17, dtype=torch.bool)
+    mask[0, 3:9] = False
+    whole, whole_state = neural_memory(**p, chunk_size=4, mask=mask)
+    slow, _ = neural_memory_reference(**p, chunk_size=4, mask=mask)
+    _assert_close(whole, slow)
+    state, ys = None, []
+    for lo, hi in [(0, 5), (5, 6), (6, 14), (14, 17)]:
+        piece = {n: p[n][:, lo:hi] for n in ("q", "k", "v", "lr", "momentum")}
+        y, state = neural_memory(**piece, decay=[d[:, lo:hi] for d in p["decay"]], weights=p["weights"],
+                                 chunk_size=4, state=state, mask=mask[:, lo:hi])
+        ys.append(y)
+    _assert_close(torch.cat(ys, dim=1), whole)
+    for a, b in zip(state.weights + state.momentum, whole_state.weights + whole_state.momentum):
+        _assert_close(a, b)
+
+
+@pytest.mark.parametrize("decay_shapes, message", [
+    ([(2, 9, 6)], "one tensor per memory layer"),
+    ([(2, 9, 6), (2, 9, 6)], r"layer 1 must be \(B, T, 4\)"),
+], ids=["count", "width"])
+def test_per_channel_decay_shape_errors(decay_shapes, message):
+    p = make_problem(tokens=9)
+    p["decay"] = [torch.rand(*s, dtype=torch.float64) for s in decay_shapes]
+    with pytest.raises(ValueError, match=message):
+        neural_memory(**p, chunk_size=4)

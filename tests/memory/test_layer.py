@@ -122,3 +122,20 @@ def test_long_stream_stays_finite_with_extreme_gates(depth, scale):
     assert torch.isfinite(y).all()
     assert all(torch.isfinite(w).all() and w.abs().max() < 1e3 for w in state.fast.weights)
 
+
+
+def test_per_channel_decay_layer_starts_as_shared_streams_and_learns_its_gates():
+    shared, channel = _layer(), _layer(per_channel_decay=True)
+    missing, unexpected = channel.load_state_dict(shared.state_dict(), strict=False)
+    assert missing == ["to_channel_decay.weight", "to_channel_decay.bias"] and not unexpected
+    x = _x()
+    y, _ = channel(x)
+    torch.testing.assert_close(y, shared(x)[0], rtol=1e-9, atol=1e-10)  # equal gates at init
+    state, ys = None, []
+    for lo, hi in [(0, 3), (3, 4), (4, 13), (13, 19)]:
+        piece, state = channel(x[:, lo:hi], state)
+        ys.append(piece)
+    torch.testing.assert_close(torch.cat(ys, 1), y, rtol=1e-9, atol=1e-10)
+    y.square().mean().backward()
+    assert channel.to_channel_decay.weight.grad.abs().sum() > 0
+    assert channel.to_channel_decay.weight.shape == (2 * (16 + 8), 16)  # heads x (hidden 16 + out 8)

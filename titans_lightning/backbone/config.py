@@ -89,6 +89,9 @@ class TitansConfig:
     """Residual memory M(x) = x + MLP(x)."""
     memory_norm: bool = True
     """LayerNorm on the memory MLP's output inside M (the NeurIPS form)."""
+    memory_per_channel_decay: bool = False
+    """Per-channel forget gate alpha (the NeurIPS option): one per output row of every memory
+    layer instead of one per token; more expressive, slower (a b x b mixing per channel)."""
     gate: Literal["sigmoid", "silu"] = "sigmoid"
     """MAG: non-linearity applied to the normalised memory branch before it gates attention."""
     dropout: float = 0.0

@@ -26,65 +26,18 @@ position or after its end are such identity tokens, so streams cut anywhere cont
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch import Tensor
 
+from .channel import channel_chunk
 from .chunk import ChunkStep
+from .gates import channel_gates, chunk_gates
 from .mlp import get_activation
 from .state import FastWeightState
-
-_LOG_FLOOR = 1e-30  # log(0) -> log(1e-30): finite gradients, products still underflow to 0
-
-
-@dataclass
-class ChunkGates:
-    """Decay/momentum coefficients of every chunk, computed for all chunks at once.
-
-    Attributes (each (B, C, ...)):
-        beta, f: (B, C, b) coefficients of the chunk-start weights and momentum in W_t.
-        G: (B, C, b, b) lower-triangular mixing of the per-token gradients into W_t.
-        momentum_end: (B, C) m_b; momentum_mix: (B, C, b) theta_s m_b / m_s, for S at chunk end.
-    """
-
-    beta: Tensor
-    f: Tensor
-    G: Tensor
-    momentum_end: Tensor
-    momentum_mix: Tensor
-
-
-def segment_sum(x: Tensor) -> Tensor:
-    """(..., b) -> (..., b, b): out[t, s] = sum_{j=s+1..t} x_j for s <= t, -inf above.
-
-    Summing masked copies (not differencing a cumsum) keeps it exact in log space.
-    """
-    b = x.shape[-1]
-    x = x[..., :, None].expand(*x.shape, b)  # [..., j, s] = x_j
-    below = torch.ones(b, b, dtype=torch.bool, device=x.device).tril(-1)
-    out = torch.cumsum(x.masked_fill(~below, 0), dim=-2)
-    keep = torch.ones(b, b, dtype=torch.bool, device=x.device).tril()
-    return out.masked_fill(~keep, float("-inf"))
-
-
-def chunk_gates(lr: Tensor, momentum: Tensor, decay: Tensor, write: Tensor) -> ChunkGates:
-    """Log-space cumulative products of every chunk (fp32 or fp64, never bf16).
-
-    Args:
-        lr, momentum, decay, write: (B, C, b) theta, eta, alpha and u on the chunk grid.
-    """
-    log_keep = torch.log(torch.clamp_min(1 - decay, _LOG_FLOOR))
-    log_eta = torch.log(torch.clamp_min(momentum, _LOG_FLOOR))
-    decay_ts = torch.exp(segment_sum(log_keep))  # (B,C,b,b): beta_t / beta_r
-    momentum_rs = torch.exp(segment_sum(log_eta))  # (B,C,b,b): m_r / m_s
-    beta = torch.exp(torch.cumsum(log_keep, dim=-1))
-    m = torch.exp(torch.cumsum(log_eta, dim=-1))
-    f = (decay_ts @ (write * m)[..., None]).squeeze(-1)
-    G = (decay_ts * write[..., None, :]) @ momentum_rs * lr[..., None, :]
-    return ChunkGates(beta, f, G, m[..., -1], momentum_rs[..., -1, :] * lr)
-
 
 def _to_grid(x: Tensor, offset: int, chunks: int, chunk_size: int, fill: float) -> Tensor:
     """(B, T, ...) -> (B, C, b, ...): place the call at its absolute offset inside the grid."""
@@ -105,7 +58,7 @@ def neural_memory(
     v: Tensor,
     lr: Tensor,
     momentum: Tensor,
-    decay: Tensor,
+    decay: Union[Tensor, Sequence[Tensor]],
     weights: Sequence[Tensor],
     chunk_size: int = 16,
     activation: str = "gelu",
@@ -117,7 +70,10 @@ def neural_memory(
 
     Args:
         q, k: (B, T, i_1) queries and keys; v: (B, T, o_L) values.
-        lr, momentum, decay: (B, T) theta, eta, alpha, already in their final ranges.
+        lr, momentum: (B, T) theta, eta, already in their final ranges.
+        decay: (B, T) alpha, one per token; or per-channel alpha (the NeurIPS option): one
+            (B, T, o_l) tensor per layer, row r of layer l's weights forgetting by alpha[..., r]
+            (see `channel.py`; slower: its mixing is a b x b contraction per channel).
         weights: initial memory weights M_0, per layer (B, o_l, i_l); ignored when `state` is given.
         chunk_size: b; gradients of a chunk are taken at its start weights. Chunks sit at
             absolute stream positions (0, b, 2b, ...), whatever the cuts between calls.
@@ -134,47 +90,110 @@ def neural_memory(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     dtype = _compute_dtype(q)
+    per_channel = not torch.is_tensor(decay)
     with torch.autocast(q.device.type, enabled=False):
-        q, k, v, lr, momentum, decay = (x.to(dtype) for x in (q, k, v, lr, momentum, decay))
+        q, k, v, lr, momentum = (x.to(dtype) for x in (q, k, v, lr, momentum))
         if state is None:
             state = FastWeightState.initial([w.to(dtype) for w in weights])
+        decays = _check_decays(decay, state.weights, dtype) if per_channel else [decay.to(dtype)]
         if q.shape[1] == 0:
             return q.new_zeros(*q.shape[:2], v.shape[-1]), state
         write = torch.ones_like(lr) if mask is None else mask.to(dtype)
-        lr, decay = lr * write, decay * write
+        lr = lr * write
+        decays = [d * (write[..., None] if per_channel else write) for d in decays]
         momentum = torch.where(write > 0, momentum, torch.ones_like(momentum))
         get_activation(activation)  # fail early on an unknown name
-        y, new_state = _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation, output_norm)
+        run = _run_channel_chunks if per_channel else _run_chunks
+        y, new_state = run(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm)
     return y, new_state
 
 
-def _run_chunks(q, k, v, lr, momentum, decay, write, state, chunk_size, activation, output_norm):
+def _check_decays(decay: Sequence[Tensor], weights: Sequence[Tensor], dtype) -> list[Tensor]:
+    """Per-channel decays: one (B, T, o_l) tensor per layer, o_l = the layer's output rows."""
+    if len(decay) != len(weights):
+        raise ValueError(f"per-channel decay needs one tensor per memory layer ({len(weights)}), got {len(decay)}")
+    for layer, (d, w) in enumerate(zip(decay, weights)):
+        if d.dim() != 3 or d.shape[-1] != w.shape[1]:
+            raise ValueError(f"per-channel decay of layer {layer} must be (B, T, {w.shape[1]}), got {tuple(d.shape)}")
+    return [d.to(dtype) for d in decay]
+
+
+@dataclass
+class _Grid:
+    """Where a call sits on the chunk grid: `offset` tokens into its first of `chunks` chunks
+    of `size`, and the first chunk's gradient reference when the stream resumes mid-chunk."""
+
+    offset: int
+    chunks: int
+    size: int
+    ref: tuple
+
+    @classmethod
+    def plan(cls, state: FastWeightState, tokens: int, chunk_size: int) -> "_Grid":
+        offset = state.position % chunk_size
+        chunks = -(-(offset + tokens) // chunk_size)
+        ref = tuple(state.ref_weights) if offset else ()
+        if chunks == 1:  # the call stays inside one chunk (decoding): its own width, no identity pad
+            return cls(0, 1, tokens, ref)
+        return cls(offset, chunks, chunk_size, ref)
+
+    def __call__(self, x: Tensor, fill: float = 0.0) -> Tensor:
+        """(B, T, ...) -> (B, C, b, ...) on this grid."""
+        return _to_grid(x, self.offset, self.chunks, self.size, fill)
+
+    def ungrid(self, ys: list[Tensor], tokens: int) -> Tensor:
+        """Per-chunk outputs (B, b, ...) -> (B, T, ...) of the call's own tokens."""
+        return torch.stack(ys, dim=1).flatten(1, 2)[:, self.offset : self.offset + tokens]
+
+
+def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm):
     """Lay the call on the chunk grid, precompute all gates, then step chunk by chunk.
 
     Weights and momentum travel as one (N, o, 2i) tensor `[W | S]` per layer (see `chunk.py`);
     the returned state holds views of its halves.
     """
-    offset = state.position % chunk_size
     T = q.shape[1]
-    chunks = -(-(offset + T) // chunk_size)
-    # resuming mid-chunk: the first chunk's gradients are taken at the stored chunk-start weights
-    ref = tuple(state.ref_weights) if offset else ()
-    if chunks == 1:  # the call stays inside one chunk (decoding): its own width, no identity pad
-        offset, chunk_size = 0, T
-    grid = lambda x, fill=0.0: _to_grid(x, offset, chunks, chunk_size, fill)  # noqa: E731
-    gates = chunk_gates(grid(2 * lr), grid(momentum, 1.0), grid(decay), grid(write))  # 2: d||e||^2/de
+    grid = _Grid.plan(state, T, chunk_size)
+    gates = chunk_gates(grid(2 * lr), grid(momentum, 1.0), grid(decays[0]), grid(write))  # 2: d||e||^2/de
     # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
     qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
     beta, f, G, m_end, m_mix = (x.unbind(1) for x in (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix))
     WS = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)]
-    L, ys = len(WS), []
-    for c in range(chunks):
+    L, ys, ref = len(WS), [], grid.ref
+    for c in range(grid.chunks):
         start_W = [ws[..., : ws.shape[-1] // 2] for ws in WS]
         y, *WS = ChunkStep.apply(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *WS, *ref)
         ys.append(y)
-        ref_out = ref or tuple(start_W)
-        ref = ()
-    y = torch.stack(ys, dim=1).flatten(1, 2)[:, offset : offset + T]
+        ref_out, ref = ref or tuple(start_W), ()
     halves = [(ws[..., : ws.shape[-1] // 2], ws[..., ws.shape[-1] // 2 :]) for ws in WS]
-    new_state = FastWeightState(tuple(h[0] for h in halves), tuple(h[1] for h in halves), ref_out, state.position + T)
-    return y, new_state
+    W, S = tuple(h[0] for h in halves), tuple(h[1] for h in halves)
+    return grid.ungrid(ys, T), FastWeightState(W, S, ref_out, state.position + T)
+
+
+def _run_channel_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm):
+    """The per-channel-decay path: gates built chunk by chunk, each chunk by autograd."""
+    T = q.shape[1]
+    grid = _Grid.plan(state, T, chunk_size)
+    lrs, moms, writes = (grid(x, fill).unbind(1) for x, fill in ((2 * lr, 0.0), (momentum, 1.0), (write, 0.0)))
+    qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
+    decays = [grid(d).unbind(1) for d in decays]
+    W, S, ys, ref = list(state.weights), list(state.momentum), [], grid.ref
+    L = len(W)
+    for c in range(grid.chunks):
+        step = (activation, output_norm, L, qs[c], ks[c], vs[c], lrs[c], moms[c], writes[c], *(d[c] for d in decays), *W, *S, *(ref or W))
+        if torch.is_grad_enabled():  # recomputed in backward: the (N, o, b, b) mixings are never all held
+            y, *WS = checkpoint(_channel_step, *step, use_reentrant=False)
+        else:
+            y, *WS = _channel_step(*step)
+        new_W, S = WS[:L], WS[L:]
+        ys.append(y)
+        ref_out, ref, W = tuple(ref or W), (), new_W
+    return grid.ungrid(ys, T), FastWeightState(tuple(W), tuple(S), ref_out, state.position + T)
+
+
+def _channel_step(activation, output_norm, L, q, k, v, lr, momentum, write, *tensors):
+    """Gates and chunk of the per-channel path -> (y, W'..., S'...); tensors = decays, W, S, R."""
+    decays, W, S, R = (list(tensors[i * L : (i + 1) * L]) for i in range(4))
+    gates = channel_gates(lr, momentum, decays, write)
+    y, new_W, new_S = channel_chunk(activation, output_norm, q, k, v, *gates, W, S, R)
+    return (y, *new_W, *new_S)

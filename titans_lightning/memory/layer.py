@@ -83,6 +83,9 @@ class NeuralMemory(nn.Module):
             NeurIPS form. It bounds the inner loss and makes it invariant to the last layer's
             scale; without it a deep memory trained online diverges or collapses for many gate
             values (see tests/memory/test_layer.py::test_long_stream_stays_finite).
+        per_channel_decay: alpha per channel (the NeurIPS option): every output row of every
+            memory layer gets its own forget gate, sigmoid of a linear map of x_t (slower; see
+            `channel.py`). Initialised so that all channels start at the shared value.
         init_decay_bias, init_momentum_bias, init_lr_bias: initial gate logits.
 
     Parameters: 3*D*H*d (qkv) + 3*H*d*K (conv) + 3*(D+1)*H (gates) + H*(memory MLP weights)
@@ -102,6 +105,7 @@ class NeuralMemory(nn.Module):
         conv_kernel: int = 4,
         residual_memory: bool = True,
         memory_norm: bool = True,
+        per_channel_decay: bool = False,
         init_decay_bias: float = -6.0,
         init_momentum_bias: float = 2.0,
         init_lr_bias: float = 0.0,
@@ -120,6 +124,9 @@ class NeuralMemory(nn.Module):
         self.conv_bias = nn.Parameter(torch.zeros(3 * inner))
         self.to_gates = nn.Linear(dim, 3 * heads)
         widths = [self.dim_head] + [memory_expansion * self.dim_head] * (memory_depth - 1) + [self.dim_head]
+        # per-channel decay: one gate per output row of every memory layer, per head
+        self.decay_widths = widths[1:] if per_channel_decay else None
+        self.to_channel_decay = nn.Linear(dim, heads * sum(widths[1:])) if per_channel_decay else None
         self.memory_init = nn.ParameterList(
             nn.Parameter(torch.empty(heads, widths[i + 1], widths[i])) for i in range(memory_depth)
         )
@@ -136,6 +143,9 @@ class NeuralMemory(nn.Module):
             self.conv_weight[:, 0, -1] += 1.0  # start close to the identity (the current token)
             nn.init.zeros_(self.to_gates.weight)
             self.to_gates.bias.copy_(torch.tensor(self._gate_biases).repeat_interleave(self.heads))
+            if self.to_channel_decay is not None:
+                nn.init.zeros_(self.to_channel_decay.weight)
+                nn.init.constant_(self.to_channel_decay.bias, self._gate_biases[2])
             for w in self.memory_init:
                 w.normal_(0.0, 1.0 / math.sqrt(w.shape[-1]))
 
@@ -159,12 +169,17 @@ class NeuralMemory(nn.Module):
         y = self.out_norm(y).view(B, self.heads, T, self.dim_head).transpose(1, 2).reshape(B, T, -1)
         return self.to_out(y * torch.sigmoid(self.to_out_gate(x)))
 
-    def _gates(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B, T, D) -> theta, eta, alpha, each (B*H, T)."""
+    def _gates(self, x: Tensor):
+        """(B, T, D) -> theta, eta (B*H, T) and alpha: (B*H, T), or per channel one
+        (B*H, T, o_l) per memory layer."""
         B, T, _ = x.shape
         logits = self.to_gates(x).float().view(B, T, 3, self.heads).permute(2, 0, 3, 1)
         logits = logits.reshape(3, B * self.heads, T)
-        return self.max_lr * torch.sigmoid(logits[0]), torch.sigmoid(logits[1]), torch.sigmoid(logits[2])
+        lr, momentum, decay = self.max_lr * torch.sigmoid(logits[0]), torch.sigmoid(logits[1]), torch.sigmoid(logits[2])
+        if self.to_channel_decay is not None:
+            channel = self.to_channel_decay(x).float().view(B, T, self.heads, -1).transpose(1, 2)
+            decay = torch.sigmoid(channel.reshape(B * self.heads, T, -1)).split(self.decay_widths, dim=-1)
+        return lr, momentum, decay
 
     def forward(
         self, x: Tensor, state: Optional[MemoryState] = None, mask: Optional[Tensor] = None

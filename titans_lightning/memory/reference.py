@@ -22,7 +22,7 @@ def neural_memory_reference(
     v: Tensor,
     lr: Tensor,
     momentum: Tensor,
-    decay: Tensor,
+    decay,
     weights: Sequence[Tensor],
     chunk_size: int = 16,
     activation: str = "gelu",
@@ -44,7 +44,9 @@ def neural_memory_reference(
         grads = torch.func.grad(assoc_loss)(W_ref, k[:, t : t + 1], v[:, t : t + 1])
         keep = torch.ones_like(lr[:, t]) if mask is None else mask[:, t].to(lr.dtype)
         for layer in range(len(W)):
-            theta, eta, alpha = (g[:, t, None, None] for g in (lr, momentum, decay))
+            theta, eta = lr[:, t, None, None], momentum[:, t, None, None]
+            # one alpha per token, or per channel: row r of the layer forgets by decay[layer][:, t, r]
+            alpha = decay[:, t, None, None] if torch.is_tensor(decay) else decay[layer][:, t, :, None]
             S_new = eta * S[layer] - theta * grads[layer]
             W_new = (1 - alpha) * W[layer] + S_new
             kept = keep[:, None, None]  # a masked token leaves weights and momentum unchanged

@@ -1,0 +1,55 @@
+"""Per-channel forgetting (the NeurIPS option): every output row of every memory layer decays by
+its own alpha. Shapes as in `functional.py`, plus o = a layer's output width (its channels).
+
+Per token and layer, with alpha_t now a vector over the layer's channels (rows of W):
+
+    S_t = eta_t S_{t-1} - theta_t grad l(W_ref; k_t, v_t)
+    W_t = diag(1 - alpha_t) W_{t-1} + u_t S_t
+
+Each row is the scalar recurrence of `functional.py` with its own beta, so inside a chunk
+
+    W_t[r] = beta_t[r] W[r] + f_t[r] S[r] - sum_{s<=t} G_{t,s}[r] delta_s[r] h_s^T,
+
+and retrieval's mixing `(a h^T) o G` becomes a per-channel b x b contraction. G is (o, b, b) per
+memory and chunk, so it is built chunk by chunk (not for the whole call) and the chunk is
+differentiated by autograd: an option that costs about b times more mixing work than the shared
+alpha, for a more expressive forgetting. Tested against the same token-by-token reference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .chunk import DERIVATIVES, _top_surprise, layer_norm
+from .gates import channel_gates
+
+
+def channel_chunk(activation, output_norm, q, k, v, beta, f, G, m_end, m_mix, W, S, R):
+    """One chunk with per-channel gates, in differentiable ops -> (y, W', S').
+
+    Args:
+        q, k (N, b, i_0), v (N, b, o_L); per layer l: beta[l], f[l] (N, b, o_l), G[l] (N, o_l, b, b);
+        m_end (N,), m_mix (N, b) (momentum is shared by all channels); W, S, R per layer (N, o_l, i_l).
+    """
+    act, act_backward, _ = DERIVATIVES[activation]
+    L = len(W)
+    h, z = [k], []
+    for layer in range(L):
+        z.append(torch.bmm(h[layer], R[layer].mT))
+        if layer < L - 1:
+            h.append(act(z[layer]))
+    delta = [None] * L
+    delta[L - 1] = _top_surprise(z[L - 1], v, output_norm)
+    for layer in range(L - 2, -1, -1):
+        delta[layer] = act_backward(torch.bmm(delta[layer + 1], R[layer + 1]), z[layer])
+    a, new_W, new_S = q, [], []
+    for layer in range(L):
+        mixed = torch.bmm(a, h[layer].mT)[:, None] * G[layer]  # (N, o, b, b)
+        recalled = (mixed @ delta[layer].mT[..., None]).squeeze(-1).mT  # (N, b, o)
+        u = beta[layer] * torch.bmm(a, W[layer].mT) + f[layer] * torch.bmm(a, S[layer].mT) - recalled
+        a = act(u) if layer < L - 1 else u
+        end = G[layer][:, :, -1, :].mT * delta[layer]  # (N, b, o): G_{b,s}[r] delta_s[r]
+        new_W.append(beta[layer][:, -1, :, None] * W[layer] + f[layer][:, -1, :, None] * S[layer] - end.mT @ h[layer])
+        new_S.append(m_end[:, None, None] * S[layer] - (m_mix[..., None] * delta[layer]).mT @ h[layer])
+    return (layer_norm(a) if output_norm else a), new_W, new_S
