@@ -92,12 +92,25 @@ def _top_surprise(z: Tensor, v: Tensor, output_norm: bool) -> Tensor:
 
 
 def _top_surprise_backward(z: Tensor, v: Tensor, grad: Tensor, output_norm: bool):
-    """(dz, dv) through `_top_surprise`; the LayerNorm's second derivative by local autograd."""
+    """(dz, dv) through `_top_surprise`, in closed form.
+
+    With o = LN(z), sigma the std (eps included), J x = (x - mean x - o mean(x o)) / sigma the
+    (symmetric) LayerNorm Jacobian, p = o - v, m = mean(p o) and delta = J p:
+        dv = -J grad,
+        dz = (1 - m) / sigma J grad - mean(grad o) / sigma J(o + p) - mean(grad delta) / sigma o.
+    """
     if not output_norm:
         return grad, -grad
-    with torch.enable_grad():
-        z, v = z.detach().requires_grad_(), v.detach().requires_grad_()
-        return torch.autograd.grad(_top_surprise(z, v, True), (z, v), grad)
+    centred = z - z.mean(-1, keepdim=True)
+    sigma = torch.sqrt(centred.square().mean(-1, keepdim=True) + LN_EPS)
+    o = centred / sigma
+    jacobian = lambda x: (x - x.mean(-1, keepdim=True) - o * (x * o).mean(-1, keepdim=True)) / sigma  # noqa: E731
+    p = o - v
+    delta, j_grad = jacobian(p), jacobian(grad)
+    m = (p * o).mean(-1, keepdim=True)
+    dz = (1 - m) / sigma * j_grad - (grad * o).mean(-1, keepdim=True) / sigma * jacobian(o + p)
+    dz = dz - (grad * delta).mean(-1, keepdim=True) / sigma * o
+    return dz, -j_grad
 
 
 def _halves(x: Tensor) -> tuple[Tensor, Tensor]:
