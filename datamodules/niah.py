@@ -31,7 +31,7 @@ machines agree without storing anything. This module never imports the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -174,6 +174,11 @@ def same_length_groups(lengths: Sequence[int], batch_size: int) -> list[list[int
     return groups
 
 
+def only_item(items: list[Any]) -> Any:
+    """Collate of a loader whose items are whole batches (one item per loader batch)."""
+    return items[0]
+
+
 class GroupedBatches(Dataset):
     """Whole evaluation batches as items (one context length each), for a loader with
     ``batch_size=None``. Under data parallelism Lightning deals these items out to the ranks
@@ -202,8 +207,9 @@ def read_corpus(path: str) -> np.ndarray:
 
 
 class NeedleDataModule(TitansDataModule):
-    """Needle-in-a-haystack samples: training at one context length with uniform random depths,
-    evaluation on a grid of context lengths x needle depths (the S-NIAH accuracy table).
+    """Needle-in-a-haystack samples: training at one context length (or a cycle of lengths, one per
+    batch) with uniform random depths, evaluation on a grid of context lengths x needle depths (the
+    S-NIAH accuracy table).
 
     Args:
         needle: ``number`` (the pass key), ``word`` (a pseudo-word) or ``uuid`` (hex digits).
@@ -211,7 +217,10 @@ class NeedleDataModule(TitansDataModule):
         haystack: ``noise`` (RULER's repeated sentences, as in its S-NIAH pass-key task) or
             ``text`` (random slices of ``haystack_path``).
         haystack_path: a UTF-8 file, folder of ``.txt`` files or glob; used when haystack is text.
-        train_length: tokens the model reads per training sample (bytes; one more is stored).
+        train_length: tokens the model reads per training sample (bytes; one more is stored). A
+            list trains on each of its lengths in turn, one length per batch (batch i has length
+            ``train_length[i % len]``; repeat a length to weight it): needles then sit at many
+            distances from the question, not only those one length allows.
         train_samples: training samples per epoch (each a fresh haystack, needle and depth).
         eval_lengths: context lengths of the validation and test grids (tokens read).
         depths: needle depths of the grids, in [0, 1] (0 = first, 1 = right before the question).
@@ -227,7 +236,7 @@ class NeedleDataModule(TitansDataModule):
         needle_len: Optional[int] = None,
         haystack: Literal["noise", "text"] = "noise",
         haystack_path: str = "data/text/shakespeare",
-        train_length: int = 512,
+        train_length: Union[int, Sequence[int]] = 512,
         train_samples: int = 100_000,
         eval_lengths: Sequence[int] = (512,),
         depths: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
@@ -239,6 +248,8 @@ class NeedleDataModule(TitansDataModule):
         super().__init__(**kwargs)
         self.needle, self.haystack_kind, self.haystack_path = needle, haystack, haystack_path
         self.needle_len = DEFAULT_NEEDLE_LEN.get(needle, 1) if needle_len is None else needle_len
+        cycle = train_length if isinstance(train_length, Sequence) else [train_length]
+        self.train_lengths = [int(n) for n in cycle]
         self.train_length, self.train_samples = train_length, train_samples
         self.eval_lengths, self.depths = [int(n) for n in eval_lengths], [float(d) for d in depths]
         self.samples_per_cell, self.data_seed = samples_per_cell, data_seed
@@ -254,16 +265,18 @@ class NeedleDataModule(TitansDataModule):
             raise ValueError(f"{name}.needle: expected one of {list(TEMPLATES)}, got {self.needle!r}")
         if self.haystack_kind not in ("noise", "text"):
             raise ValueError(f"{name}.haystack: expected 'noise' or 'text', got {self.haystack_kind!r}")
-        for field in ("needle_len", "train_length", "train_samples", "samples_per_cell", "eval_batch_size"):
+        for field in ("needle_len", "train_samples", "samples_per_cell", "eval_batch_size"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{name}.{field}: expected >= 1, got {getattr(self, field)}")
-        if not self.eval_lengths or not self.depths:
-            raise ValueError(f"{name}: eval_lengths and depths must each hold at least one value")
+        if not self.train_lengths or not self.eval_lengths or not self.depths:
+            raise ValueError(f"{name}: train_length, eval_lengths and depths must each hold at least one value")
+        if self.train_samples < self.batch_size:
+            raise ValueError(f"{name}.train_samples: expected >= batch_size ({self.batch_size}), got {self.train_samples}")
         bad = [d for d in self.depths if not 0.0 <= d <= 1.0]
         if bad:
             raise ValueError(f"{name}.depths: expected values in [0, 1], got {bad}")
         shortest = self.min_length()
-        short = [n for n in [self.train_length, *self.eval_lengths] if n < shortest]
+        short = [n for n in [*self.train_lengths, *self.eval_lengths] if n < shortest]
         if short:
             raise ValueError(f"{name}: lengths {short} cannot hold the {self.needle} needle, question and answer; "
                              f"train_length and eval_lengths must be >= {shortest}")
@@ -285,7 +298,7 @@ class NeedleDataModule(TitansDataModule):
             return Haystack(), Haystack()
         corpus = read_corpus(self.haystack_path)
         cut = int(corpus.size * TRAIN_SHARE)
-        longest = max(self.train_length, *self.eval_lengths)
+        longest = max(*self.train_lengths, *self.eval_lengths)
         if corpus.size - cut < longest:
             raise ValueError(f"NeedleDataModule.haystack_path {self.haystack_path!r}: {corpus.size} bytes; its last "
                              f"{1 - TRAIN_SHARE:.0%} ({corpus.size - cut} bytes) must hold the longest context "
@@ -296,18 +309,27 @@ class NeedleDataModule(TitansDataModule):
         """``(length, depth)`` of every evaluation sample, grouped by length then depth."""
         return [(n, d) for n in self.eval_lengths for d in self.depths for _ in range(self.samples_per_cell)]
 
+    def train_cells(self) -> list[tuple[int, None]]:
+        """``(length, None)`` of every training sample: ``batch_size`` consecutive samples share a
+        length, the lengths cycling batch by batch (depths are drawn per sample)."""
+        cycle = self.train_lengths
+        return [(cycle[(i // self.batch_size) % len(cycle)], None) for i in range(self.train_samples)]
+
     def setup(self, stage: str) -> None:
         train, held_out = self.haystacks()
         common = dict(kind=self.needle, needle_len=self.needle_len, seed=self.data_seed)
         self.datasets = {
-            "train": NeedleSet(train, [(self.train_length, None)] * self.train_samples, split="train",
-                               with_answer=False, **common),
+            "train": NeedleSet(train, self.train_cells(), split="train", with_answer=False, **common),
             "val": NeedleSet(held_out, self.eval_cells(), split="val", with_answer=True, **common),
             "test": NeedleSet(held_out, self.eval_cells(), split="test", with_answer=True, **common),
         }
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["train"], shuffle=True, drop_last=True)
+        """Whole batches of one length each, in an order shuffled per epoch (an incomplete last
+        batch is dropped); under data parallelism each rank draws its own batches."""
+        batches = GroupedBatches(self.datasets["train"], self.batch_size)
+        full = [i for i, group in enumerate(batches.groups) if len(group) == self.batch_size]
+        return self.loader(torch.utils.data.Subset(batches, full), shuffle=True, collate_fn=only_item, batch_size=1)
 
     def eval_loader(self, split: str) -> DataLoader:
         """One context length per batch, the grid in order (short contexts first)."""

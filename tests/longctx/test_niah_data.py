@@ -85,6 +85,22 @@ def test_evaluation_batches_hold_one_length_in_grid_order():
     assert depths == [0.0] * 3 + [1.0] * 3 + [0.0] * 3 + [1.0] * 3
 
 
+def test_training_batches_cycle_through_the_lengths_one_length_per_batch():
+    dm = NeedleDataModule(train_length=[128, 256, 128], train_samples=26, batch_size=4, eval_lengths=[128])
+    dm.setup("fit")
+    assert [n for n, _ in dm.train_cells()] == [128] * 4 + [256] * 4 + [128] * 8 + [256] * 4 + [128] * 6
+    batches = list(dm.train_dataloader())  # 6 full batches; the last 2 samples are dropped
+    assert sorted(b["input"].shape[1] for b in batches) == [128] * 4 + [256] * 2
+    for b in batches:
+        assert b["input"].shape[0] == 4 and b["loss_mask"].sum() == 4 * 5  # 5 answer digits each
+
+
+def test_one_training_length_gives_full_batches_of_that_length():
+    dm = NeedleDataModule(train_length=200, train_samples=10, batch_size=4, eval_lengths=[200])
+    dm.setup("fit")
+    assert [b["input"].shape for b in dm.train_dataloader()] == [(4, 200), (4, 200)]
+
+
 def test_text_haystack_keeps_evaluation_text_out_of_training(tmp_path: Path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("".join(f"line {i:05d} of the corpus.\n" for i in range(2000)))
@@ -103,7 +119,11 @@ def test_text_haystack_keeps_evaluation_text_out_of_training(tmp_path: Path):
     ({"haystack": "books"}, "haystack: expected 'noise' or 'text'"),
     ({"samples_per_cell": 0}, "samples_per_cell: expected >= 1"),
     ({"eval_batch_size": 0}, "eval_batch_size: expected >= 1, got 0"),
-], ids=["eval-too-short", "train-too-short", "depth-range", "needle-kind", "haystack-kind", "samples", "eval-batch"])
+    ({"train_length": [256, 90]}, "lengths [90] cannot hold"),
+    ({"train_length": []}, "train_length, eval_lengths and depths must each hold at least one value"),
+    ({"train_samples": 3, "batch_size": 4}, "train_samples: expected >= batch_size (4), got 3"),
+], ids=["eval-too-short", "train-too-short", "depth-range", "needle-kind", "haystack-kind", "samples", "eval-batch",
+        "train-cycle-too-short", "train-cycle-empty", "fewer-samples-than-a-batch"])
 def test_bad_arguments_raise_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         NeedleDataModule(**kwargs)
