@@ -115,8 +115,10 @@ class TitansTask(LightningModule, abc.ABC):
         self.head = self.build_head()
         per_stage = {stage: self.build_metrics() for stage in EVAL_STAGES}  # separate states per stage
         if any(per_stage.values()):
-            self.metrics = nn.ModuleDict(
-                {stage: MetricCollection(metrics, prefix=f"{stage}/") for stage, metrics in per_stage.items()})
+            # compute_groups=False: torchmetrics would otherwise merge, after the first update,
+            # metrics whose states happen to look alike (a user's custom metrics included)
+            self.metrics = nn.ModuleDict({stage: MetricCollection(metrics, prefix=f"{stage}/", compute_groups=False)
+                                          for stage, metrics in per_stage.items()})
         if self.device_mesh is not None:
             fully_shard_blocks(self, self.backbone.blocks, self.device_mesh)
 
