@@ -1,17 +1,22 @@
-"""S-NIAH table: train each variant's recipe for a fixed wall time, then score exact match by
-context length x needle depth through the streaming state.
+"""S-NIAH table: train each variant's recipe for the same number of steps (capped in wall time),
+then score exact match by context length x needle depth through the streaming state.
 
-    OMP_NUM_THREADS=1 python benchmarks/longctx_niah.py --variants mac swa --train-minutes 5 \\
-        --lengths 128 256 1024 --samples 8 --out runs/longctx/bench
+    OMP_NUM_THREADS=1 python benchmarks/longctx_niah.py --variants mac swa lmm --steps 2000 \\
+        --train-minutes 45 --lengths 128 256 512 1024 2048 --samples 8 --out runs/longctx/bench
 
-For each variant: ``titans fit -c recipes/longctx/<variant>.yaml`` in a fresh process, stopped by
-``--trainer.max_time`` (no validation during the fit, so all the time trains), then the test grid of
-the recipe's DataModule at ``--lengths`` is read ``eval_chunk`` tokens at a time from the last
-checkpoint and answered greedily (``NeedleTask.answer``). Prints, per variant, the steps trained,
-the evaluation time, the markdown accuracy table, the chance level of an exact match and the
-teacher-forced answer loss per length (ln 10 = 2.303 nats per digit is a uniform guess), and
-writes everything to ``<out>/niah.json`` and a heatmap per variant to ``<out>/niah_<variant>.png``. Variants train one after another unless ``--parallel``
-(one process each, side by side: on a shared machine each gets its own core share).
+For each variant: ``titans fit -c recipes/longctx/<variant>.yaml`` in a fresh process for
+``--steps`` steps (the recipe's cosine schedule follows them), stopped earlier by
+``--trainer.max_time`` if ``--train-minutes`` run out (no validation during the fit, so all the
+time trains), then the test grid of the recipe's DataModule at ``--lengths`` is read
+``eval_chunk`` tokens at a time from the last checkpoint and answered greedily
+(``NeedleTask.answer``). Prints, per variant, the steps and minutes trained, the evaluation time,
+the markdown accuracy table, the chance level of an exact match and the teacher-forced answer loss
+per length (ln 10 = 2.303 nats per digit is a uniform guess); then one summary row per variant
+(accuracy by length, with the length as a multiple of the attention window). Results are merged
+into ``<out>/niah.json`` (a later call with other variants adds to it, ``--skip-fit`` re-scores),
+with a heatmap per variant in ``<out>/niah_<variant>.png``. Variants train one after another
+unless ``--parallel`` (one process each, side by side: on a shared machine each gets its own core
+share).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 import yaml
@@ -36,20 +42,22 @@ REPO = Path(__file__).resolve().parents[1]
 CHANCE = {"number": 10.0, "word": None, "uuid": 16.0}  # symbols per answer character, for the chance level
 
 
-def fit_command(variant: str, out: Path, minutes: float, extra: list[str]) -> list[str]:
-    """``titans fit`` of the variant's recipe for ``minutes`` of wall time, checkpoint at the end."""
+def fit_command(variant: str, out: Path, minutes: float, steps: Optional[int], extra: list[str]) -> list[str]:
+    """``titans fit`` of the variant's recipe for ``steps`` steps (None: the recipe's), stopped
+    after ``minutes`` of wall time if it is not done by then; checkpoint at the end."""
     hours, rest = divmod(int(minutes * 60), 3600)
+    step_args = [] if steps is None else ["--trainer.max_steps", str(steps)]
     return [sys.executable, "-m", "titans_lightning.cli", "fit", "-c", str(REPO / f"recipes/longctx/{variant}.yaml"),
             "--trainer.default_root_dir", str(out / variant), "--trainer.max_time",
             f"00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}", "--trainer.limit_val_batches", "0",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *extra]
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *step_args, *extra]
 
 
-def start_fit(variant: str, out: Path, minutes: float, extra: list[str]) -> subprocess.Popen:
+def start_fit(variant: str, out: Path, minutes: float, steps: Optional[int], extra: list[str]) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     log = open(out / f"{variant}_fit.log", "w")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.Popen(fit_command(variant, out, minutes, extra), cwd=REPO, env=env, stdout=log,
+    return subprocess.Popen(fit_command(variant, out, minutes, steps, extra), cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
 
 
@@ -61,11 +69,20 @@ def last_run(out: Path, variant: str) -> Path:
 
 
 def training_summary(run: Path) -> dict:
-    """Steps trained and the mean of the last five logged training losses."""
-    with open(run / "metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+    """Steps trained, wall minutes of the fit (from the config the CLI saves as the fit starts to
+    the last checkpoint), the mean of the last five logged training losses and the attention
+    window of the recipe (MAC: its segment)."""
+    rows = []
+    if (run / "metrics.csv").exists():  # written once a step is logged
+        with open(run / "metrics.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
     tail = [float(r["train/loss"]) for r in rows[-5:]]
-    return {"steps": int(rows[-1]["step"]) + 1 if rows else 0, "final_train_loss": sum(tail) / max(len(tail), 1)}
+    steps = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    backbone = yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["backbone"]
+    window = backbone["segment_len"] if backbone["variant"] == "mac" else backbone["window"]
+    minutes = ((run / "checkpoints" / "last.ckpt").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
+    return {"steps": steps, "final_train_loss": sum(tail) / len(tail) if tail else float("nan"),
+            "fit_minutes": minutes, "window": window}
 
 
 def evaluate(run: Path, lengths: list[int], depths: list[float], samples: int, batch: int) -> dict:
@@ -88,11 +105,26 @@ def evaluate(run: Path, lengths: list[int], depths: list[float], samples: int, b
             "answer_nll_by_length": {n: float(torch.cat(v).mean()) for n, v in nll_by_length.items()}, "table": format_table(lengths_, depths_, accuracy)}
 
 
+def summary_table(results: dict[str, dict]) -> str:
+    """Markdown: one row per variant, exact match (%, every depth) per context length, with the
+    length as a multiple of the variant's attention window (segment for MAC)."""
+    lengths = sorted({n for r in results.values() for n in r["lengths"]})
+    head = "| variant | steps | minutes | " + " | ".join(f"{n:,}" for n in lengths) + " |"
+    rows = [head, "|---|---:|---:|" + "---:|" * len(lengths)]
+    for variant, r in results.items():
+        by_length = dict(zip(r["lengths"], r["accuracy"]))
+        cells = [f"{100 * sum(by_length[n]) / len(by_length[n]):.1f} ({n // r['window']}x)" if n in by_length else "-"
+                 for n in lengths]
+        rows.append(f"| {variant} | {r['steps']} | {r['fit_minutes']:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=["mac", "swa"])
-    parser.add_argument("--train-minutes", type=float, default=5.0)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 1024])
+    parser.add_argument("--steps", type=int, default=None, help="training steps per variant (default: the recipe's)")
+    parser.add_argument("--train-minutes", type=float, default=45.0, help="wall-time cap of each fit")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
     parser.add_argument("--depths", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--samples", type=int, default=8, help="samples per (length, depth) cell")
     parser.add_argument("--batch", type=int, default=8)
@@ -105,29 +137,30 @@ def main() -> None:
     if not args.skip_fit:
         procs = {}
         for variant in args.variants:
-            procs[variant] = start_fit(variant, args.out, args.train_minutes, args.fit_args)
+            procs[variant] = start_fit(variant, args.out, args.train_minutes, args.steps, args.fit_args)
             if not args.parallel:
                 procs[variant].wait()
         for variant, proc in procs.items():
             if proc.wait():
                 raise SystemExit(f"{variant}: titans fit failed, see {args.out / f'{variant}_fit.log'}")
-    results = {}
+    saved = args.out / "niah.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {}
     for variant in args.variants:
         run = last_run(args.out, variant)
         results[variant] = {**training_summary(run), **evaluate(run, args.lengths, args.depths, args.samples, args.batch),
-                            "run": str(run), "train_minutes": args.train_minutes}
+                            "run": str(run)}
         r = results[variant]
         symbols = CHANCE.get(r["needle"])
         chance = f"{symbols ** -r['needle_len']:.0e}" if symbols else "n/a"
-        print(f"\n## {variant}: {r['steps']} steps in {args.train_minutes:g} min (last train loss "
+        print(f"\n## {variant}: {r['steps']} steps in {r['fit_minutes']:.1f} min (last train loss "
               f"{r['final_train_loss']:.3f}), grid evaluated in {r['eval_seconds']:.0f} s, overall "
               f"{100 * r['overall']:.1f}% (chance {chance})\n{r['table']}\nanswer loss per token (nats) by length: "
               + ", ".join(f"{n:,}: {v:.3f}" for n, v in r["answer_nll_by_length"].items()), flush=True)
         figure = heatmap(r["lengths"], r["depths"], torch.tensor(r["accuracy"]),
                          f"{variant}: S-NIAH exact match after {r['steps']} steps")
         figure.savefig(args.out / f"niah_{variant}.png", dpi=100)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "niah.json").write_text(json.dumps(results, indent=1))
+        saved.write_text(json.dumps(results, indent=1))  # after every variant: a later failure keeps it
+    print("\n## exact match (%) by context length (multiple of the attention window)\n" + summary_table(results))
 
 
 if __name__ == "__main__":
