@@ -52,11 +52,21 @@ def newest_run(root: Path) -> Path:
     return max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
+def metric_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def test_metrics(run: Path) -> dict[str, float]:
     """The ``test/*`` values of a ``titans test`` run's metrics.csv."""
-    with open(run / "metrics.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {k.split("/", 1)[1]: float(v) for row in rows for k, v in row.items() if k.startswith("test/") and v}
+    return {k.split("/", 1)[1]: float(v) for row in metric_rows(run) for k, v in row.items()
+            if k.startswith("test/") and v}
+
+
+def best_validation(run: Path) -> tuple[float, int]:
+    """(lowest ``val/mse``, its step) of a ``titans fit`` run: the score that chose the checkpoint."""
+    scores = [(float(r["val/mse"]), int(r["step"])) for r in metric_rows(run) if r.get("val/mse")]
+    return min(scores)
 
 
 def run_one(model: str, horizon: int, out: Path, extra: list[str]) -> dict[str, float]:
@@ -67,14 +77,16 @@ def run_one(model: str, horizon: int, out: Path, extra: list[str]) -> dict[str, 
     common = ["-c", str(recipe), "--trainer.default_root_dir", str(root), *QUIET]
     start = time.perf_counter()
     titans(["fit", *common, *extra], log)
-    best = sorted((newest_run(root) / "checkpoints").glob("best-*.ckpt"))
+    fit_run = newest_run(root)
+    best = sorted((fit_run / "checkpoints").glob("best-*.ckpt"))
     if not best:
-        raise RuntimeError(f"no best checkpoint under {newest_run(root)}")
+        raise RuntimeError(f"no best checkpoint under {fit_run}")
     fit_s = time.perf_counter() - start
+    val_mse, val_step = best_validation(fit_run)
     titans(["test", *common, "--ckpt_path", str(best[-1])], log)
     metrics = test_metrics(newest_run(root))
-    return {**metrics, "fit_s": fit_s, "total_s": time.perf_counter() - start, "checkpoint": str(best[-1]),
-            "overrides": " ".join(extra) or "none"}
+    return {**metrics, "val_mse": val_mse, "val_step": val_step, "fit_s": fit_s,
+            "total_s": time.perf_counter() - start, "checkpoint": str(best[-1]), "overrides": " ".join(extra) or "none"}
 
 
 def previous_results(path: Path) -> dict[str, dict[int, dict]]:
@@ -87,7 +99,8 @@ def previous_results(path: Path) -> dict[str, dict[int, dict]]:
 
 
 def report(model: str, horizon: int, r: dict) -> None:
-    print(f"{model:12s} H={horizon:<4d} test MSE {r['mse']:.4f} MAE {r['mae']:.4f} "
+    print(f"{model:12s} H={horizon:<4d} val MSE {r.get('val_mse', float('nan')):.4f} (selected) "
+          f"test MSE {r['mse']:.4f} MAE {r['mae']:.4f} "
           f"(original units: MSE {r['mse_original']:.3f}) fit {r['fit_s']:.0f}s", flush=True)
 
 
