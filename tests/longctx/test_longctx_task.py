@@ -103,6 +103,22 @@ def test_streaming_answer_equals_greedy_recomputation(variant):
     torch.testing.assert_close(nll, full_nll[batch["loss_mask"]].view_as(nll), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("variant,reaches", [("mac", True), ("lmm", True), ("swa", False)])
+def test_only_a_memory_carries_the_needle_past_the_window(variant, reaches):
+    """The first pass-key digits sit ~100 tokens before the answer, far past the debug window
+    (8 tokens, 2 layers): changing them moves the answer's logits through the memory (MAC, LMM)
+    and cannot move them at all through sliding-window attention alone (SWA)."""
+    task = make_task(variant)
+    batch = needle_batch(length=200, n=1)
+    prompt, _ = answer_span(batch)
+    digit = int(batch["needle_start"][0]) + len("The pass key is ")
+    assert prompt.shape[1] - digit > 90
+    other = prompt.clone()
+    other[0, digit:digit + 2] = torch.tensor([ord("0"), ord("0")]) + (other[0, digit:digit + 2] - ord("0") + 5) % 10
+    logits = [task.head.logits(read_prompt(task.head, task.backbone, p, chunk=64)[0]) for p in (prompt, other)]
+    assert (logits[0] - logits[1]).abs().max() > 1e-4 if reaches else torch.equal(logits[0], logits[1])
+
+
 def test_read_prompt_in_pieces_equals_one_call():
     task = make_task("mag")
     tokens = needle_batch(length=130)["input"]
