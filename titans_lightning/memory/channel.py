@@ -19,10 +19,12 @@ alpha, for a more expressive forgetting. Tested against the same token-by-token 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from .chunk import DERIVATIVES, _top_surprise, layer_norm
 from .gates import channel_gates
+from .grid import Grid
+from .state import FastWeightState
 
 
 def channel_chunk(activation, output_norm, q, k, v, beta, f, G, m_end, m_mix, W, S, R):
@@ -53,3 +55,32 @@ def channel_chunk(activation, output_norm, q, k, v, beta, f, G, m_end, m_mix, W,
         new_W.append(beta[layer][:, -1, :, None] * W[layer] + f[layer][:, -1, :, None] * S[layer] - end.mT @ h[layer])
         new_S.append(m_end[:, None, None] * S[layer] - (m_mix[..., None] * delta[layer]).mT @ h[layer])
     return (layer_norm(a) if output_norm else a), new_W, new_S
+
+
+def run_channel_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm):
+    """The per-channel-decay path: gates built chunk by chunk, each chunk by autograd."""
+    T = q.shape[1]
+    grid = Grid.plan(state, T, chunk_size)
+    lrs, moms, writes = (grid(x, fill).unbind(1) for x, fill in ((2 * lr, 0.0), (momentum, 1.0), (write, 0.0)))
+    qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
+    decays = [grid(d).unbind(1) for d in decays]
+    W, S, ys, ref = list(state.weights), list(state.momentum), [], grid.ref
+    L = len(W)
+    for c in range(grid.chunks):
+        step = (activation, output_norm, L, qs[c], ks[c], vs[c], lrs[c], moms[c], writes[c], *(d[c] for d in decays), *W, *S, *(ref or W))
+        if torch.is_grad_enabled():  # recomputed in backward: the (N, o, b, b) mixings are never all held
+            y, *WS = checkpoint(_channel_step, *step, use_reentrant=False)
+        else:
+            y, *WS = _channel_step(*step)
+        new_W, S = WS[:L], WS[L:]
+        ys.append(y)
+        ref_out, ref, W = tuple(ref or W), (), new_W
+    return grid.ungrid(ys, T), FastWeightState(tuple(W), tuple(S), ref_out, state.position + T)
+
+
+def _channel_step(activation, output_norm, L, q, k, v, lr, momentum, write, *tensors):
+    """Gates and chunk of the per-channel path -> (y, W'..., S'...); tensors = decays, W, S, R."""
+    decays, W, S, R = (list(tensors[i * L : (i + 1) * L]) for i in range(4))
+    gates = channel_gates(lr, momentum, decays, write)
+    y, new_W, new_S = channel_chunk(activation, output_norm, q, k, v, *gates, W, S, R)
+    return (y, *new_W, *new_S)

@@ -25,27 +25,17 @@ position or after its end are such identity tokens, so streams cut anywhere cont
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 from torch import Tensor
 
-from .channel import channel_chunk
+from .channel import run_channel_chunks
 from .chunk import ChunkStep
-from .gates import channel_gates, chunk_gates
+from .gates import chunk_gates
+from .grid import Grid
 from .mlp import get_activation
 from .state import FastWeightState
-
-def _to_grid(x: Tensor, offset: int, chunks: int, chunk_size: int, fill: float) -> Tensor:
-    """(B, T, ...) -> (B, C, b, ...): place the call at its absolute offset inside the grid."""
-    after = chunks * chunk_size - offset - x.shape[1]
-    if offset or after:  # an aligned call (the usual training batch) needs no copy
-        x = F.pad(x, [0, 0] * (x.dim() - 2) + [offset, after], value=fill)
-    return x.reshape(x.shape[0], chunks, chunk_size, *x.shape[2:])
-
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """float64 stays float64; everything else (bf16, fp16, fp32) runs in float32."""
@@ -103,7 +93,7 @@ def neural_memory(
         decays = [d * (write[..., None] if per_channel else write) for d in decays]
         momentum = torch.where(write > 0, momentum, torch.ones_like(momentum))
         get_activation(activation)  # fail early on an unknown name
-        run = _run_channel_chunks if per_channel else _run_chunks
+        run = run_channel_chunks if per_channel else _run_chunks
         y, new_state = run(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm)
     return y, new_state
 
@@ -118,34 +108,6 @@ def _check_decays(decay: Sequence[Tensor], weights: Sequence[Tensor], dtype) -> 
     return [d.to(dtype) for d in decay]
 
 
-@dataclass
-class _Grid:
-    """Where a call sits on the chunk grid: `offset` tokens into its first of `chunks` chunks
-    of `size`, and the first chunk's gradient reference when the stream resumes mid-chunk."""
-
-    offset: int
-    chunks: int
-    size: int
-    ref: tuple
-
-    @classmethod
-    def plan(cls, state: FastWeightState, tokens: int, chunk_size: int) -> "_Grid":
-        offset = state.position % chunk_size
-        chunks = -(-(offset + tokens) // chunk_size)
-        ref = tuple(state.ref_weights) if offset else ()
-        if chunks == 1:  # the call stays inside one chunk (decoding): its own width, no identity pad
-            return cls(0, 1, tokens, ref)
-        return cls(offset, chunks, chunk_size, ref)
-
-    def __call__(self, x: Tensor, fill: float = 0.0) -> Tensor:
-        """(B, T, ...) -> (B, C, b, ...) on this grid."""
-        return _to_grid(x, self.offset, self.chunks, self.size, fill)
-
-    def ungrid(self, ys: list[Tensor], tokens: int) -> Tensor:
-        """Per-chunk outputs (B, b, ...) -> (B, T, ...) of the call's own tokens."""
-        return torch.stack(ys, dim=1).flatten(1, 2)[:, self.offset : self.offset + tokens]
-
-
 def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm):
     """Lay the call on the chunk grid, precompute all gates, then step chunk by chunk.
 
@@ -153,7 +115,7 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
     the returned state holds views of its halves.
     """
     T = q.shape[1]
-    grid = _Grid.plan(state, T, chunk_size)
+    grid = Grid.plan(state, T, chunk_size)
     gates = chunk_gates(grid(2 * lr), grid(momentum, 1.0), grid(decays[0]), grid(write))  # 2: d||e||^2/de
     # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
     qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
@@ -168,32 +130,3 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
     halves = [(ws[..., : ws.shape[-1] // 2], ws[..., ws.shape[-1] // 2 :]) for ws in WS]
     W, S = tuple(h[0] for h in halves), tuple(h[1] for h in halves)
     return grid.ungrid(ys, T), FastWeightState(W, S, ref_out, state.position + T)
-
-
-def _run_channel_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm):
-    """The per-channel-decay path: gates built chunk by chunk, each chunk by autograd."""
-    T = q.shape[1]
-    grid = _Grid.plan(state, T, chunk_size)
-    lrs, moms, writes = (grid(x, fill).unbind(1) for x, fill in ((2 * lr, 0.0), (momentum, 1.0), (write, 0.0)))
-    qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
-    decays = [grid(d).unbind(1) for d in decays]
-    W, S, ys, ref = list(state.weights), list(state.momentum), [], grid.ref
-    L = len(W)
-    for c in range(grid.chunks):
-        step = (activation, output_norm, L, qs[c], ks[c], vs[c], lrs[c], moms[c], writes[c], *(d[c] for d in decays), *W, *S, *(ref or W))
-        if torch.is_grad_enabled():  # recomputed in backward: the (N, o, b, b) mixings are never all held
-            y, *WS = checkpoint(_channel_step, *step, use_reentrant=False)
-        else:
-            y, *WS = _channel_step(*step)
-        new_W, S = WS[:L], WS[L:]
-        ys.append(y)
-        ref_out, ref, W = tuple(ref or W), (), new_W
-    return grid.ungrid(ys, T), FastWeightState(tuple(W), tuple(S), ref_out, state.position + T)
-
-
-def _channel_step(activation, output_norm, L, q, k, v, lr, momentum, write, *tensors):
-    """Gates and chunk of the per-channel path -> (y, W'..., S'...); tensors = decays, W, S, R."""
-    decays, W, S, R = (list(tensors[i * L : (i + 1) * L]) for i in range(4))
-    gates = channel_gates(lr, momentum, decays, write)
-    y, new_W, new_S = channel_chunk(activation, output_norm, q, k, v, *gates, W, S, R)
-    return (y, *new_W, *new_S)
