@@ -57,6 +57,27 @@ class TitansCLI(LightningCLI):
         # the task whole, so a new domain adds sizes without touching the CLI.
         parser.link_arguments("data.data_sizes", "model.init_args.data_sizes", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, remembering which model arguments the command line itself gave."""
+        command_line = sys.argv[1:] if args is None else args
+        self.command_line_model_keys = model_keys(command_line) if isinstance(command_line, (list, tuple)) else []
+        super().parse_arguments(parser, args)
+
+    def _parse_ckpt_path(self) -> None:
+        """With ``--ckpt_path``, LightningCLI replaces the model arguments by the hyperparameters
+        saved in the checkpoint (so that the trained architecture is rebuilt); model arguments
+        given on the command line win over them (``titans predict ... --ckpt_path last.ckpt
+        --model.temperature 0.5`` samples at 0.5), as a user would expect."""
+        subcommand = self.config.get("subcommand")
+        given = {}
+        for key in self.command_line_model_keys if subcommand else ():
+            value = self.config[subcommand].get(key)
+            if value is not None or key in self.config[subcommand]:
+                given[key] = value
+        super()._parse_ckpt_path()
+        for key, value in given.items():
+            self.config[subcommand][key] = value
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         configured = config.get("callbacks") or []
         configured = configured if isinstance(configured, list) else [configured]
@@ -78,6 +99,25 @@ class TitansCLI(LightningCLI):
                 save_top_k=1,
             ))
         return defaults
+
+
+def model_keys(args) -> list[str]:
+    """Config keys of the ``--model.*`` options in a command line, as ``model.init_args.<name>``.
+
+    ``["--model.temperature", "0.5", "--model.backbone.dim=32"]`` ->
+    ``["model.init_args.temperature", "model.init_args.backbone.dim"]`` (the class itself,
+    ``--model`` or ``--model.class_path``, is not an argument).
+    """
+    keys = []
+    for arg in args:
+        if not isinstance(arg, str) or not arg.startswith("--model."):
+            continue
+        path = arg[2:].split("=", 1)[0].split(".")[1:]
+        if path and path[0] == "init_args":
+            path = path[1:]
+        if path and path[0] not in ("class_path", "dict_kwargs"):
+            keys.append(".".join(["model", "init_args", *path]))
+    return keys
 
 
 def finish_wandb() -> None:

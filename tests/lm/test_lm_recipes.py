@@ -70,3 +70,17 @@ def test_variant_recipe_differs_from_mac_only_in_variant_width_and_paths(variant
         config["trainer"]["default_root_dir"] = None
         config["model"]["init_args"]["backbone"].update(variant=None, mlp_hidden=None)
     assert mac == other
+
+
+def test_predict_command_line_model_arguments_win_over_the_checkpoint(make_corpus, tmp_path):
+    """LightningCLI rebuilds the model from the checkpoint's hyperparameters; what the user types
+    on the command line (here 5 new tokens instead of the recipe's 64) must still apply."""
+    corpus = make_corpus(6)
+    titans("fit", tmp_path, "--data.path", str(corpus), "--data.seq_len", "16", "--trainer.max_steps", "2",
+           "--trainer.val_check_interval", "2")
+    checkpoint = newest_version(tmp_path / "csv") / "checkpoints" / "last.ckpt"
+    titans("predict", tmp_path, "--data.path", str(corpus), "--ckpt_path", str(checkpoint),
+           "--data.prompts", '["ab"]', "--model.max_new_tokens", "5", "--model.init_args.top_k", "1")
+    written = (newest_version(tmp_path / "csv") / "generated.txt").read_text(encoding="utf-8")
+    continuation = written.split("=== prompt 0: 'ab'\nab", 1)[1].rstrip("\n")
+    assert len(continuation) <= 5, continuation  # 5 bytes decode to at most 5 characters (the recipe's 64 before the fix)

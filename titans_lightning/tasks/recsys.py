@@ -277,8 +277,9 @@ class RecommendationWriter(BasePredictionWriter):
     Args:
         path: output file.
         k: recommendations per user; sets the task's ``predict_top_k`` for this run (None: keep
-            it). Set it here at predict time: with ``--ckpt_path``, LightningCLI replaces the
-            model arguments of the command line by the hyperparameters saved in the checkpoint.
+            it). With ``--ckpt_path`` the model is rebuilt from the checkpoint's hyperparameters
+            (a recipe's model values do not apply, command-line ones do): this sets k from the
+            recipe's callbacks.
     """
 
     def __init__(self, path: Optional[str] = None, k: Optional[int] = None) -> None:
