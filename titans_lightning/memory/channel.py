@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from .chunk import DERIVATIVES, _top_surprise, layer_norm
+from .chunk import DERIVATIVES, _key_pass, layer_norm
 from .gates import channel_gates
 from .grid import Grid
 from .state import FastWeightState
@@ -36,15 +36,7 @@ def channel_chunk(activation, output_norm, q, k, v, beta, f, G, m_end, m_mix, W,
     """
     act, act_backward, _ = DERIVATIVES[activation]
     L = len(W)
-    h, z = [k], []
-    for layer in range(L):
-        z.append(torch.bmm(h[layer], R[layer].mT))
-        if layer < L - 1:
-            h.append(act(z[layer]))
-    delta = [None] * L
-    delta[L - 1] = _top_surprise(z[L - 1], v, output_norm)
-    for layer in range(L - 2, -1, -1):
-        delta[layer] = act_backward(torch.bmm(delta[layer + 1], R[layer + 1]), z[layer])
+    h, _, delta = _key_pass(R, k, v, act, act_backward, output_norm)  # the shared gate's key pass (plain ops)
     a, new_W, new_S = q, [], []
     for layer in range(L):
         mixed = torch.bmm(a, h[layer].mT)[:, None] * G[layer]  # (N, o, b, b)
