@@ -79,7 +79,10 @@ def training_summary(run: Path) -> dict:
     tail = [float(r["train/loss"]) for r in rows[-5:]]
     steps = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
     backbone = yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["backbone"]
-    window = backbone["segment_len"] if backbone["variant"] == "mac" else backbone["window"]
+    # the attention span a needle must be carried past: MAC's segment, the sliding window; none for
+    # the memory alone (LMM) or full attention (Transformer++)
+    window = {"mac": backbone["segment_len"], "mag": backbone["window"], "mal": backbone["window"],
+              "swa": backbone["window"]}.get(backbone["variant"])
     minutes = ((run / "checkpoints" / "last.ckpt").stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
     return {"steps": steps, "final_train_loss": sum(tail) / len(tail) if tail else float("nan"),
             "fit_minutes": minutes, "window": window}
@@ -107,13 +110,15 @@ def evaluate(run: Path, lengths: list[int], depths: list[float], samples: int, b
 
 def summary_table(results: dict[str, dict]) -> str:
     """Markdown: one row per variant, exact match (%, every depth) per context length, with the
-    length as a multiple of the variant's attention window (segment for MAC)."""
+    length as a multiple of the variant's attention window (segment for MAC; none for LMM and
+    Transformer++)."""
     lengths = sorted({n for r in results.values() for n in r["lengths"]})
     head = "| variant | steps | minutes | " + " | ".join(f"{n:,}" for n in lengths) + " |"
     rows = [head, "|---|---:|---:|" + "---:|" * len(lengths)]
     for variant, r in results.items():
         by_length = dict(zip(r["lengths"], r["accuracy"]))
-        cells = [f"{100 * sum(by_length[n]) / len(by_length[n]):.1f} ({n // r['window']}x)" if n in by_length else "-"
+        times = (lambda n: f" ({n // r['window']}x)") if r["window"] else (lambda n: "")
+        cells = [f"{100 * sum(by_length[n]) / len(by_length[n]):.1f}{times(n)}" if n in by_length else "-"
                  for n in lengths]
         rows.append(f"| {variant} | {r['steps']} | {r['fit_minutes']:.0f} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
