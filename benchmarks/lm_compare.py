@@ -61,6 +61,8 @@ def matched_widths(fields: dict[str, int]) -> dict[str, tuple[int, int]]:
 
 def overrides(args: argparse.Namespace, variant: str, hidden: int, root: Path) -> list[str]:
     backbone = {**backbone_fields(args), "mlp_hidden": hidden}
+    if variant == "mac" and args.mac_segment_len:
+        backbone["segment_len"] = args.mac_segment_len
     flags = [f"--model.backbone.{k}={v}" for k, v in backbone.items()]
     return [*flags, f"--seed_everything={args.seed}", f"--data.seed={args.seed}",
             f"--trainer.max_steps={args.steps}", f"--trainer.val_check_interval={args.steps}",
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0, help="initialisation (seed_everything) and batch order (data.seed); the split stays fixed")
     parser.add_argument("--eval-windows", type=int, default=128)
+    parser.add_argument("--mac-segment-len", type=int, help="MAC's segment instead of the shared quarter of the "
+                        "sequence (a MAC token sees on average half its segment, an SWA token its whole window)")
     parser.add_argument("--workdir", default="runs/lm_compare")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()

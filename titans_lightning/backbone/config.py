@@ -93,7 +93,7 @@ class TitansConfig:
     """Per-channel forget gate alpha (the NeurIPS option): one per output row of every memory
     layer instead of one per token; more expressive, slower (a b x b mixing per channel)."""
     gate: Literal["sigmoid", "silu"] = "sigmoid"
-    """MAG: non-linearity applied to the normalised memory branch before it gates attention."""
+    """MAG and MAC: non-linearity applied to the normalised memory branch before it gates attention."""
     dropout: float = 0.0
     """Dropout on attention probabilities and on each residual branch (training only)."""
     rope_base: float = 10000.0

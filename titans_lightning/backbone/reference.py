@@ -27,7 +27,7 @@ def _rope(x: Tensor, positions: Tensor, base: float) -> Tensor:
 
 
 def mac_reference(mixer: MACMixer, xn: Tensor) -> Tensor:
-    """MAC branch output ``o = y * M_new(y)`` for normed inputs xn (B, T, D) from stream start."""
+    """MAC branch output ``o = norm(y) * s(norm(M_new(y)))`` for normed inputs xn (B, T, D) from stream start."""
     B, T, D = xn.shape
     memory, attn, C, span = mixer.memory, mixer.attn, mixer.segment_len, mixer.span
     start_state = memory.initial_state(B, xn.device)
@@ -41,7 +41,7 @@ def mac_reference(mixer: MACMixer, xn: Tensor) -> Tensor:
         y = torch.cat([_attend_one(attn, xn, pooled, ends, s, t) for t in range(s, e)], 1)
         ys.append(y)
         y_mem, state = memory(torch.cat(ys, 1))  # store every y so far, from the stream start
-        outs.append(y * y_mem[:, s:e])
+        outs.append(mixer.norm_attn(y) * mixer.gate(mixer.norm_memory(y_mem[:, s:e])))
     return torch.cat(outs, 1)
 
 
