@@ -61,8 +61,6 @@ def chunk_gates(lr: Tensor, momentum: Tensor, decay: Tensor, write: Tensor) -> C
     return ChunkGates(beta, f, G, m[..., -1], momentum_rs[..., -1, :] * lr)
 
 
-
-
 def channel_gates(lr: Tensor, momentum: Tensor, decays, write: Tensor):
     """Per-layer beta, f (N, b, o_l) and G (N, o_l, b, b) of one chunk; m_end (N,), m_mix (N, b).
 
