@@ -123,10 +123,12 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
     WS = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)]
     L, ys, ref = len(WS), [], grid.ref
     for c in range(grid.chunks):
-        start_W = [ws[..., : ws.shape[-1] // 2] for ws in WS]
+        start, start_ref = WS, ref
         y, *WS = ChunkStep.apply(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *WS, *ref)
         ys.append(y)
-        ref_out, ref = ref or tuple(start_W), ()
+        ref = ()
+    # the last chunk's gradient reference, for a stream that continues mid-chunk
+    ref_out = start_ref or tuple(ws[..., : ws.shape[-1] // 2] for ws in start)
     halves = [(ws[..., : ws.shape[-1] // 2], ws[..., ws.shape[-1] // 2 :]) for ws in WS]
     W, S = tuple(h[0] for h in halves), tuple(h[1] for h in halves)
     return grid.ungrid(ys, T), FastWeightState(W, S, ref_out, state.position + T)
