@@ -69,11 +69,8 @@ class TitansCLI(LightningCLI):
         given on the command line win over them (``titans predict ... --ckpt_path last.ckpt
         --model.temperature 0.5`` samples at 0.5), as a user would expect."""
         subcommand = self.config.get("subcommand")
-        given = {}
-        for key in self.command_line_model_keys if subcommand else ():
-            value = self.config[subcommand].get(key)
-            if value is not None or key in self.config[subcommand]:
-                given[key] = value
+        config = self.config[subcommand] if subcommand else {}
+        given = {key: config[key] for key in self.command_line_model_keys if key in config}
         super()._parse_ckpt_path()
         for key, value in given.items():
             self.config[subcommand][key] = value
