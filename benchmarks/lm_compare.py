@@ -63,6 +63,8 @@ def overrides(args: argparse.Namespace, variant: str, hidden: int, root: Path) -
     backbone = {**backbone_fields(args), "mlp_hidden": hidden}
     if variant == "mac" and args.mac_segment_len:
         backbone["segment_len"] = args.mac_segment_len
+    if variant == "mac" and args.mac_memory_input:
+        backbone["mac_memory_input"] = args.mac_memory_input
     flags = [f"--model.backbone.{k}={v}" for k, v in backbone.items()]
     return [*flags, f"--seed_everything={args.seed}", f"--data.seed={args.seed}",
             f"--trainer.max_steps={args.steps}", f"--trainer.val_check_interval={args.steps}",
@@ -139,6 +141,8 @@ def main() -> None:
     parser.add_argument("--eval-windows", type=int, default=128)
     parser.add_argument("--mac-segment-len", type=int, help="MAC's segment instead of the shared quarter of the "
                         "sequence (a MAC token sees on average half its segment, an SWA token its whole window)")
+    parser.add_argument("--mac-memory-input", choices=["attention", "residual"],
+                        help="what MAC writes into its memory instead of its recipe's choice (TitansConfig.mac_memory_input)")
     parser.add_argument("--workdir", default="runs/lm_compare")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()

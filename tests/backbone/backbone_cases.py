@@ -27,6 +27,7 @@ def randn(*shape, seed: int = 1) -> torch.Tensor:
 CASES = [
     pytest.param("mac", {}, id="mac"),
     pytest.param("mac", {"memory_tokens": 2}, id="mac-pooled"),
+    pytest.param("mac", {"mac_memory_input": "residual"}, id="mac-residual-input"),
     pytest.param("mag", {}, id="mag"),
     pytest.param("mag", {"gate": "silu", "persistent_tokens": 0}, id="mag-silu-no-persistent"),
     pytest.param("mal", {}, id="mal"),

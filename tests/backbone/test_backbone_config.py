@@ -35,8 +35,9 @@ def test_from_name_applies_overrides_and_keeps_explicit_fields():
     (dict(gate="tanh"), "gate"),
     (dict(memory_activation="tanh"), "memory_activation"),
     (dict(memory_conv_kernel=0), "memory_conv_kernel"),
+    (dict(mac_memory_input="input"), "mac_memory_input"),
 ], ids=["variant", "size", "heads-split", "heads-odd-width", "depth", "memory-tokens", "persistent",
-        "dropout", "memory-heads", "gate", "memory-activation", "memory-conv"])
+        "dropout", "memory-heads", "gate", "memory-activation", "memory-conv", "mac-memory-input"])
 def test_validation_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=f"TitansConfig.{field}"):
         TitansConfig(**overrides)

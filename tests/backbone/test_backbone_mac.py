@@ -13,7 +13,8 @@ from titans_lightning.backbone.reference import mac_reference
     dict(memory_tokens=2),
     dict(memory_tokens=1, persistent_tokens=0),
     dict(segment_len=5, chunk_size=2),
-], ids=["per-token", "pooled-2", "pooled-1-no-persistent", "segment-5-chunk-2"])
+    dict(segment_len=5, chunk_size=2, mac_memory_input="residual"),
+], ids=["per-token", "pooled-2", "pooled-1-no-persistent", "segment-5-chunk-2", "residual-input"])
 def test_mac_mixer_matches_reference(overrides):
     mixer = make_backbone("mac", **overrides).blocks[0].mixer
     x = randn(2, 13, 16)

@@ -92,6 +92,12 @@ class TitansConfig:
     memory_per_channel_decay: bool = False
     """Per-channel forget gate alpha (the NeurIPS option): one per output row of every memory
     layer instead of one per token; more expressive, slower (a b x b mixing per channel)."""
+    mac_memory_input: Literal["attention", "residual"] = "attention"
+    """What MAC writes into its memory and queries it with for the gate: "attention" = the
+    attention output y (TITANS.md section 3, literally); "residual" = norm(x) + y, the attention
+    sub-layer's output with its (normed) input, as the residual stream carries it. At
+    initialisation y is close to an average over the segment, so "attention" writes nearly the
+    same key for every token; "residual" keeps each token's own identity in the write."""
     gate: Literal["sigmoid", "silu"] = "sigmoid"
     """MAG and MAC: non-linearity applied to the normalised memory branch before it gates attention."""
     dropout: float = 0.0
@@ -155,6 +161,7 @@ class TitansConfig:
             raise ValueError(f"TitansConfig.memory_tokens: expected a divisor of segment_len "
                              f"({self.segment_len}), got {self.memory_tokens}")
         _check_choice("gate", self.gate, ("sigmoid", "silu"))
+        _check_choice("mac_memory_input", self.mac_memory_input, ("attention", "residual"))
         _check_choice("memory_activation", self.memory_activation, ("gelu", "silu", "relu"))
         _check_positive_int("memory_conv_kernel", self.memory_conv_kernel)
         if not 0.0 <= self.dropout < 1.0:

@@ -8,6 +8,7 @@ For each segment S of C tokens (at absolute positions kC .. (k+1)C - 1):
     h = M*_prev(S)                       retrieval with the memory as it was before the segment
     y = Attn([persistent || h || S])     causal: token t sees h_i only once i's span has ended
     y_mem, M*_new = M(y)                 store y (chunked), retrieving after each store
+                                         (or y + norm(x): ``mac_memory_input="residual"``)
     o = norm(y) * s(norm(y_mem))         gate with the updated memory (the paper's gating op, as in MAG)
 
 h_i is computed from token i's own input, so letting token j < i see h_i would leak the future.
@@ -66,6 +67,7 @@ class MACMixer(nn.Module):
     def __init__(self, cfg: TitansConfig) -> None:
         super().__init__()
         self.segment_len, self.span = cfg.segment_len, cfg.segment_len // cfg.memory_tokens
+        self.store_residual = cfg.mac_memory_input == "residual"
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attn = make_attention(cfg, window=None)
         self.memory = make_memory(cfg)
@@ -77,6 +79,10 @@ class MACMixer(nn.Module):
     def combine(self, y: Tensor, y_mem: Tensor) -> Tensor:
         """The gating ``o = norm(y) * s(norm(y_mem))`` of attention output and memory retrieval."""
         return self.norm_attn(y) * self.gate(self.norm_memory(y_mem))
+
+    def memory_input(self, y: Tensor, xn: Tensor) -> Tensor:
+        """What the memory stores (B, T, D): the attention output y, or y + xn (``residual``)."""
+        return y + xn if self.store_residual else y
 
     def initial_state(self, batch: int, like: Tensor) -> MACState:
         memory = self.memory.initial_state(batch, like.device)
@@ -119,7 +125,7 @@ class MACMixer(nn.Module):
         o = sdpa_with_prefix(q, torch.cat((memory_kv.k, segment.k), 2), torch.cat((memory_kv.v, segment.v), 2),
                              allowed, prefix, self.attn.dropout if self.training else 0.0)
         y = self.attn.merge(o)
-        y_mem, memory = self.memory(y, memory, mask)
+        y_mem, memory = self.memory(self.memory_input(y, xn), memory, mask)
         o = self.combine(y, y_mem)
         if ends_segment:
             return o, self._next_segment(memory, xn)

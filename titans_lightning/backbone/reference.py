@@ -39,7 +39,7 @@ def mac_reference(mixer: MACMixer, xn: Tensor) -> Tensor:
         ends = list(range(s + span - 1, e, span))  # positions where a memory token completes
         pooled = torch.stack([h[:, p - s - span + 1: p - s + 1].mean(1) for p in ends], 1) if ends else h[:, :0]
         y = torch.cat([_attend_one(attn, xn, pooled, ends, s, t) for t in range(s, e)], 1)
-        ys.append(y)
+        ys.append(mixer.memory_input(y, xn[:, s:e]))
         y_mem, state = memory(torch.cat(ys, 1))  # store every y so far, from the stream start
         outs.append(mixer.norm_attn(y) * mixer.gate(mixer.norm_memory(y_mem[:, s:e])))
     return torch.cat(outs, 1)
