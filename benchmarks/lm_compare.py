@@ -35,9 +35,10 @@ ENV = {"OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "1099511627776", "MALLO
 
 
 def backbone_fields(args: argparse.Namespace) -> dict[str, int]:
-    """Size fields shared by every variant; windows and segments are a quarter of the sequence."""
+    """Size fields shared by every variant: windows a quarter of the sequence, MAC's segment twice
+    the window (a MAC token sees on average half its segment, an SWA token its whole window)."""
     quarter = max(8, args.seq_len // 4)
-    return dict(dim=args.dim, depth=args.depth, heads=4, segment_len=quarter, window=quarter,
+    return dict(dim=args.dim, depth=args.depth, heads=4, segment_len=2 * quarter, window=quarter,
                 chunk_size=max(4, quarter // 4), persistent_tokens=4, memory_heads=4, memory_depth=2, memory_expansion=2)
 
 
@@ -139,8 +140,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0, help="initialisation (seed_everything) and batch order (data.seed); the split stays fixed")
     parser.add_argument("--eval-windows", type=int, default=128)
-    parser.add_argument("--mac-segment-len", type=int, help="MAC's segment instead of the shared quarter of the "
-                        "sequence (a MAC token sees on average half its segment, an SWA token its whole window)")
+    parser.add_argument("--mac-segment-len", type=int, help="MAC's segment instead of twice the window "
+                        "(a MAC token sees on average half its segment, an SWA token its whole window)")
     parser.add_argument("--mac-memory-input", choices=["attention", "residual"],
                         help="what MAC writes into its memory instead of its recipe's choice (TitansConfig.mac_memory_input)")
     parser.add_argument("--workdir", default="runs/lm_compare")
