@@ -160,7 +160,7 @@ def _chunk_end(WS, h, delta, beta_end, f_end, g_end, m_end, m_mix):
         W, S = _halves(ws)
         base = torch.empty_like(ws)
         left, right = _halves(base)
-        torch.mul(W, beta_end, out=left).add_(S * f_end)
+        torch.mul(W, beta_end, out=left).addcmul_(S, f_end)
         torch.mul(S, m_end, out=right)
         out.append(base.baddbmm_(d.mT, _side_by_side(hh, g_end, m_mix), alpha=-1))
     return out
@@ -213,18 +213,25 @@ class ChunkStep(torch.autograd.Function):
         grads = _Grads(L, beta, f, G, m_end, m_mix)
         grads.chunk_end(d_new, WS, h, delta)
         dq = grads.retrieval(dy, WS, h, delta, a, [d[1] for d in u_d])
+        grads.WS = [torch.zeros_like(ws) if d is None else d for d, ws in zip(grads.WS, WS)]
+        if not ctx.separate_ref:  # R is the W half of WS: its gradient accumulates there, in place
+            grads.R = [_halves(dws)[0] for dws in grads.WS]
         dk, dv = grads.key_pass(R, h, z_d, delta, z[-1], v, ctx.output_norm)
-        dWS = [torch.zeros_like(ws) if d is None else d for d, ws in zip(grads.WS, WS)]
-        if ctx.separate_ref:
-            return (None, None, None, dq, dk, dv, *grads.gates(), *dWS, *grads.R)
-        for dws, dr in zip(dWS, grads.R):  # R is the W half of WS: its gradient joins WS's
-            _halves(dws)[0].add_(dr)
-        return (None, None, None, dq, dk, dv, *grads.gates(), *dWS)
+        d_ref = grads.R if ctx.separate_ref else ()
+        return (None, None, None, dq, dk, dv, *grads.gates(), *grads.WS, *d_ref)
 
 
 def _add(total: Optional[Tensor], x: Tensor) -> Tensor:
     """Accumulate into a gradient that may not exist yet (None = zero)."""
     return x if total is None else total.add_(x)
+
+
+def _add_product(total: Optional[Tensor], a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
+    """total + alpha (a @ b), batched; written into total when it exists (no product-sized temporary)."""
+    if total is None:
+        out = torch.bmm(a, b)
+        return out if alpha == 1.0 else out.mul_(alpha)
+    return total.baddbmm_(a, b, alpha=alpha)
 
 
 class _Grads:
@@ -254,13 +261,13 @@ class _Grads:
             grad = torch.empty_like(d_ws)
             left, right = _halves(grad)
             torch.mul(dW, b_end, out=left)
-            torch.mul(dW, f_end, out=right).add_(dS * m_e)
+            torch.mul(dW, f_end, out=right).addcmul_(dS, m_e)
             self.WS[layer] = _add(self.WS[layer], grad)
             self.beta[:, -1] += (dW * W).sum((1, 2))
             self.f[:, -1] += (dW * S).sum((1, 2))
             self.m_end += (dS * S).sum((1, 2))
             Y = _side_by_side(hh, g_end, mix)
-            self.delta[layer] = _add(self.delta[layer], torch.bmm(Y, d_ws.mT).neg_())
+            self.delta[layer] = _add_product(self.delta[layer], Y, d_ws.mT, alpha=-1.0)
             dY_end, dY_mix = _halves(torch.bmm(delta[layer], d_ws))  # minus d/dY
             self.h[layer] = _add(self.h[layer], torch.mul(dY_end, g_end).addcmul_(dY_mix, mix).neg_())
             self.G[:, -1] -= (dY_end * hh).sum(-1)
@@ -273,17 +280,17 @@ class _Grads:
         da = dy if dy is not None else delta[-1].new_zeros(*a[0].shape[:2], WS[-1].shape[1])
         for layer in range(L - 1, -1, -1):
             du = da if layer == L - 1 else da * u_d1[layer]
-            self.WS[layer] = _add(self.WS[layer], torch.bmm(du.mT, _side_by_side(a[layer], beta, f)))
+            self.WS[layer] = _add_product(self.WS[layer], du.mT, _side_by_side(a[layer], beta, f))
             dX_w, dX_s = _halves(torch.bmm(du, WS[layer]))
             self.beta += (a[layer] * dX_w).sum(-1)
             self.f += (a[layer] * dX_s).sum(-1)
             ah = torch.bmm(a[layer], h[layer].mT)
-            self.delta[layer] = _add(self.delta[layer], torch.bmm((ah * G).mT, du).neg_())
+            self.delta[layer] = _add_product(self.delta[layer], (ah * G).mT, du, alpha=-1.0)
             d_mixed = torch.bmm(du, delta[layer].mT).neg_()  # d/d((a h^T) o G)
             self.G += d_mixed * ah
             d_ah = d_mixed.mul_(G)
             da = torch.mul(dX_w, beta).addcmul_(dX_s, f).baddbmm_(d_ah, h[layer])
-            self.h[layer] = _add(self.h[layer], torch.bmm(d_ah.mT, a[layer]))
+            self.h[layer] = _add_product(self.h[layer], d_ah.mT, a[layer])
         return da
 
     def key_pass(self, R, h, z_d, delta, z_top, v, output_norm):
@@ -297,13 +304,13 @@ class _Grads:
             dd, (_, d1, d2) = self.delta[layer], z_d[layer]
             dz[layer] = dd * torch.bmm(delta[layer + 1], R[layer + 1]) * d2
             dg = dd * d1
-            self.delta[layer + 1] = _add(self.delta[layer + 1], torch.bmm(dg, R[layer + 1].mT))
-            self.R[layer + 1] = _add(self.R[layer + 1], torch.bmm(delta[layer + 1].mT, dg))
+            self.delta[layer + 1] = _add_product(self.delta[layer + 1], dg, R[layer + 1].mT)
+            self.R[layer + 1] = _add_product(self.R[layer + 1], delta[layer + 1].mT, dg)
         dz_top, dv = _top_surprise_backward(z_top, v, self.delta[L - 1], output_norm)
         dz[L - 1] = _add(dz[L - 1], dz_top)
         for layer in range(L - 1, -1, -1):  # z_l = h_l R_l^T, h_l = s(z_{l-1})
-            self.R[layer] = _add(self.R[layer], torch.bmm(dz[layer].mT, h[layer]))
-            self.h[layer] = _add(self.h[layer], torch.bmm(dz[layer], R[layer]))
+            self.R[layer] = _add_product(self.R[layer], dz[layer].mT, h[layer])
+            self.h[layer] = _add_product(self.h[layer], dz[layer], R[layer])
             if layer > 0:
                 dz[layer - 1] = _add(dz[layer - 1], self.h[layer] * z_d[layer - 1][1])
         return self.h[0], dv
