@@ -213,12 +213,15 @@ class ChunkStep(torch.autograd.Function):
         grads = _Grads(L, beta, f, G, m_end, m_mix)
         grads.chunk_end(d_new, WS, h, delta)
         dq = grads.retrieval(dy, WS, h, delta, a, [d[1] for d in u_d])
-        grads.WS = [torch.zeros_like(ws) if d is None else d for d, ws in zip(grads.WS, WS)]
-        if not ctx.separate_ref:  # R is the W half of WS: its gradient accumulates there, in place
-            grads.R = [_halves(dws)[0] for dws in grads.WS]
         dk, dv = grads.key_pass(R, h, z_d, delta, z[-1], v, ctx.output_norm)
-        d_ref = grads.R if ctx.separate_ref else ()
-        return (None, None, None, dq, dk, dv, *grads.gates(), *grads.WS, *d_ref)
+        dWS = [torch.zeros_like(ws) if d is None else d for d, ws in zip(grads.WS, WS)]
+        if ctx.separate_ref:
+            return (None, None, None, dq, dk, dv, *grads.gates(), *dWS, *grads.R)
+        # R is the W half of WS: its gradient joins WS's. (Accumulating into that strided half
+        # directly would make baddbmm_ fall back to one addmm_ per memory.)
+        for dws, dr in zip(dWS, grads.R):
+            _halves(dws)[0].add_(dr)
+        return (None, None, None, dq, dk, dv, *grads.gates(), *dWS)
 
 
 def _add(total: Optional[Tensor], x: Tensor) -> Tensor:
