@@ -128,6 +128,10 @@ def sdpa_with_prefix(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, prefix: O
         v = torch.cat((pv, v), -2)
         ones = allowed.new_ones(*allowed.shape[:-1], pk.shape[-2])
         allowed = torch.cat((ones.expand(*allowed.shape[:-1], -1), allowed), -1)
+        # values widened with zeros to the queries' 2d: the fused CPU kernel wants equal head widths
+        d = v.shape[-1]
+        v = torch.cat((v, torch.zeros_like(v)), -1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale)[..., :d]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale)
 
 
@@ -173,17 +177,25 @@ def sliding_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, window: in
         if prefix is not None:
             prefix = Prefix(prefix.k, prefix.v, F.pad(prefix.q_raw, (0, 0, 0, pad)))
     span = nq + window - 1
-    kb = k.unfold(2, span, nq).transpose(-1, -2)  # (B, H, n, span, d)
-    vb = v.unfold(2, span, nq).transpose(-1, -2)
-    vmask = valid.unfold(1, span, nq)  # (B, n, span)
+    # blocks go to the batch dim, (B n, H, ., d): 4-D inputs take the fused CPU kernel, where a
+    # (B, H, n, ., d) layout falls back to the math path (measured 1.6x slower, scores materialised)
+    kb, vb = (x.unfold(2, span, nq).permute(0, 2, 1, 4, 3).reshape(B * n, H, span, d) for x in (k, v))
+    vmask = valid.unfold(1, span, nq).reshape(B * n, 1, 1, span)
     rows = torch.arange(nq, device=q.device)[:, None]
     cols = torch.arange(span, device=q.device)[None, :]
     band = (cols >= rows) & (cols <= rows + window - 1)
-    allowed = band & (vmask[:, None, :, None, :] | (cols == rows + window - 1))  # (B, 1, n, nq, span)
+    allowed = band & (vmask | (cols == rows + window - 1))  # (B n, 1, nq, span)
+    qb = _blocks_to_batch(q, n)
     if prefix is not None:
-        prefix = Prefix(prefix.k[:, :, None], prefix.v[:, :, None], prefix.q_raw.reshape(B, H, n, nq, d))
-    out = sdpa_with_prefix(q.reshape(B, H, n, nq, d), kb, vb, allowed, prefix, dropout)
-    return out.reshape(B, H, n * nq, d)[:, :, :T]
+        prefix = Prefix(prefix.k, prefix.v, _blocks_to_batch(prefix.q_raw, n))
+    out = sdpa_with_prefix(qb, kb, vb, allowed, prefix, dropout)  # (B n, H, nq, d)
+    return out.reshape(B, n, H, nq, d).transpose(1, 2).reshape(B, H, n * nq, d)[:, :, :T]
+
+
+def _blocks_to_batch(x: Tensor, n: int) -> Tensor:
+    """(B, H, n * nq, d) -> (B n, H, nq, d): query block j of batch b at row b * n + j."""
+    B, H, T, d = x.shape
+    return x.reshape(B, H, n, T // n, d).transpose(1, 2).reshape(B * n, H, T // n, d)
 
 
 class Attention(nn.Module):
