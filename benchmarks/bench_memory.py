@@ -21,6 +21,7 @@ import sys
 import time
 
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from titans_lightning.memory import NeuralMemory
@@ -73,9 +74,25 @@ def step_time(fn) -> float:
     return time.perf_counter() - start
 
 
+def _same_formula(op):
+    """The registered formula of `op`, for its in-place form (FlopCounterMode counts only the
+    out-of-place baddbmm and addmm; our chunk step accumulates with baddbmm_)."""
+    formula = flop_counter.flop_registry[op]  # already takes raw arguments
+
+    def count(*args, **kwargs):
+        return formula(*args, **kwargs)
+
+    count._get_raw = True
+    return count
+
+
+IN_PLACE_FLOPS = {torch.ops.aten.baddbmm_: _same_formula(torch.ops.aten.baddbmm),
+                  torch.ops.aten.addmm_: _same_formula(torch.ops.aten.addmm)}
+
+
 def counted_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Matmul FLOPs of one forward+backward, counted by torch's FlopCounterMode."""
-    with FlopCounterMode(display=False) as counter:
+    """Matmul FLOPs of one forward+backward, counted by torch's FlopCounterMode (in-place forms too)."""
+    with FlopCounterMode(display=False, custom_mapping=IN_PLACE_FLOPS) as counter:
         y, _ = model(x)
         y.float().square().mean().backward()
     model.zero_grad(set_to_none=True)
