@@ -119,7 +119,7 @@ class Prefix:
 def sdpa_with_prefix(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, prefix: Optional[Prefix], dropout: float) -> Tensor:
     """SDPA over (..., T, d) queries and (..., S, d) keys, with persistent keys/values prepended
     (visible to every query). ``allowed`` broadcasts to (..., T, S); returns (..., T, d)."""
-    scale = q.shape[-1] ** -0.5
+    scale, width = q.shape[-1] ** -0.5, v.shape[-1]
     if prefix is not None:
         lead = k.shape[:-2]
         pk, pv = prefix.k.expand(*lead, -1, -1), prefix.v.expand(*lead, -1, -1)
@@ -129,10 +129,8 @@ def sdpa_with_prefix(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, prefix: O
         ones = allowed.new_ones(*allowed.shape[:-1], pk.shape[-2])
         allowed = torch.cat((ones.expand(*allowed.shape[:-1], -1), allowed), -1)
         # values widened with zeros to the queries' 2d: the fused CPU kernel wants equal head widths
-        d = v.shape[-1]
         v = torch.cat((v, torch.zeros_like(v)), -1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale)[..., :d]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout, scale=scale)[..., :width]
 
 
 def full_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor,
