@@ -11,7 +11,10 @@ All at the ``small`` size (dim 256, depth 4, 4 heads, segment 256, window 512, c
 the kernel's causal path. Contenders run interleaved (A B C ... A B C ...); each figure is the
 median over rounds and each ratio the median of per-round ratios.
 
-- train: tokens/s of forward + backward + AdamW, a fixed 8192 tokens per step (batch 8192 / seq).
+- train: tokens/s of forward + backward + AdamW, a fixed 8192 tokens per step (batch 8192 / seq;
+  one sequence when seq is longer). `--flops` adds each variant's GFLOP per step (matmuls and
+  attention, counted by `benchmarks/flops.py` after the timing) and the GFLOP/s it achieved,
+  beside a same-run 2048^3 matmul.
 - decode: per-token latency of one forward step (no grad) after a prefill of N tokens.
 - stream: peak RSS while streaming N tokens in pieces (no grad), printed at checkpoints. Run it
   without the MALLOC settings: with trimming disabled, heap fragmentation alone adds ~160 MiB
@@ -26,10 +29,15 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.flops import counted_flops, matmul_gflops, memory_chunk_bmm_gflops  # noqa: E402
 
 VARIANTS = ["mac", "mag", "mal", "lmm", "transformer", "swa"]
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1099511627776", "MALLOC_TRIM_THRESHOLD_": "1099511627776"}
@@ -51,6 +59,13 @@ def cpu_seconds() -> tuple[float, float]:
     return usage.ru_utime, usage.ru_stime
 
 
+def chunk_products_gflops(config: TitansConfig, batch: int) -> float:
+    """The rate of the memory's chunk-step matmuls alone at this config (`flops.memory_chunk_bmm_gflops`)."""
+    d = config.dim // config.memory_heads
+    widths = [d] + [config.memory_expansion * d] * (config.memory_depth - 1) + [d]
+    return memory_chunk_bmm_gflops(batch * config.memory_heads, config.chunk_size, widths)
+
+
 def train_step(model: TitansBackbone, opt: torch.optim.Optimizer, x: torch.Tensor) -> float:
     """Seconds for forward + backward + AdamW step on x (B, T, D)."""
     start = time.perf_counter()
@@ -61,13 +76,20 @@ def train_step(model: TitansBackbone, opt: torch.optim.Optimizer, x: torch.Tenso
     return time.perf_counter() - start
 
 
-def bench_train(variants: list[str], seqs: list[int], rounds: int) -> None:
+def bench_train(variants: list[str], seqs: list[int], rounds: int, flops: bool = False) -> None:
     models = {v: build(v) for v in variants}
     opts = {v: torch.optim.AdamW(m.parameters(), lr=1e-4) for v, m in models.items()}
-    print(f"train: fwd+bwd+AdamW, {TOKENS_PER_STEP} tokens/step, rounds {rounds}, 1 thread")
-    print(f"{'seq':>6} {'variant':>12} {'tok/s':>9} {'vs transformer':>15}")
+    print(f"train: fwd+bwd+AdamW, {TOKENS_PER_STEP} tokens/step (one sequence when longer), "
+          f"rounds {rounds}, 1 thread")
+    if flops:
+        print(f"same-run fp32 2048^3 matmul: {matmul_gflops():.1f} GFLOP/s")
+    print(f"{'seq':>6} {'variant':>12} {'tok/s':>9} {'vs transformer':>15}"
+          + (f" {'GFLOP/step':>11} {'GFLOP/s':>8}" if flops else ""))
     for seq in seqs:
-        x = torch.randn(TOKENS_PER_STEP // seq, seq, models[variants[0]].dim)
+        x = torch.randn(max(1, TOKENS_PER_STEP // seq), seq, models[variants[0]].dim)
+        if flops:
+            print(f"       memory chunk products alone (hot, batch {x.shape[0]}): "
+                  f"{chunk_products_gflops(models[variants[0]].config, x.shape[0]):.1f} GFLOP/s")
         for v in variants:  # warm-up: allocator, first-call paths
             train_step(models[v], opts[v], x)
         times: dict[str, list[float]] = {v: [] for v in variants}
@@ -78,10 +100,14 @@ def bench_train(variants: list[str], seqs: list[int], rounds: int) -> None:
                 times[v].append(train_step(models[v], opts[v], x))
         user1, sys1 = cpu_seconds()
         for v in variants:
-            tps = TOKENS_PER_STEP / statistics.median(times[v])
+            seconds = statistics.median(times[v])
             ratio = "" if "transformer" not in times else (
                 f"{statistics.median(t / a for t, a in zip(times['transformer'], times[v])):.2f}x")
-            print(f"{seq:>6} {v:>12} {tps:>9.0f} {ratio:>15}", flush=True)
+            line = f"{seq:>6} {v:>12} {x.numel() / x.shape[-1] / seconds:>9.0f} {ratio:>15}"
+            if flops:  # counted after the timing, so that counting never disturbs it
+                gflop = counted_flops(models[v], x) / 1e9
+                line += f" {gflop:>11.1f} {gflop / seconds:>8.1f}"
+            print(line, flush=True)
         print(f"       (user {user1 - user0:.1f} s, sys {sys1 - sys0:.1f} s)")
 
 
@@ -160,6 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--seqs", type=int, nargs="+", default=[1024, 4096, 8192])
     train.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     train.add_argument("--rounds", type=int, default=3)
+    train.add_argument("--flops", action="store_true",
+                       help="also count each variant's matmul and attention GFLOP per step (benchmarks/flops.py)")
     decode = sub.add_parser("decode")
     decode.add_argument("--contexts", type=int, nargs="+", default=[1024, 65536])
     decode.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
@@ -180,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         print("note: MALLOC_*_THRESHOLD_ not set; page faults may inflate long sequences")
     torch.set_num_threads(1)
     if args.mode == "train":
-        bench_train(args.variants, args.seqs, args.rounds)
+        bench_train(args.variants, args.seqs, args.rounds, args.flops)
     elif args.mode == "decode":
         bench_decode(args.variants, args.contexts, args.rounds, args.steps)
     else:

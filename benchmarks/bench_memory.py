@@ -19,12 +19,15 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
-from torch.utils import flop_counter
-from torch.utils.flop_counter import FlopCounterMode
 
 from titans_lightning.memory import NeuralMemory
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.flops import counted_flops, matmul_gflops  # noqa: E402
 
 DIM, HEADS, DIM_HEAD, BATCH = 256, 4, 64, 4
 
@@ -58,45 +61,6 @@ def step(model: torch.nn.Module, x: torch.Tensor, backward: bool) -> float:
         with torch.no_grad():
             model(x)
     return time.perf_counter() - start
-
-
-def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
-    """Same-run ceiling: fp32 size^3 matmul GFLOP/s (best of repeats)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(step_time(lambda: a @ b) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
-
-
-def step_time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _same_formula(op):
-    """The registered formula of `op`, for its in-place form (FlopCounterMode counts only the
-    out-of-place baddbmm and addmm; our chunk step accumulates with baddbmm_)."""
-    formula = flop_counter.flop_registry[op]  # already takes raw arguments
-
-    def count(*args, **kwargs):
-        return formula(*args, **kwargs)
-
-    count._get_raw = True
-    return count
-
-
-IN_PLACE_FLOPS = {torch.ops.aten.baddbmm_: _same_formula(torch.ops.aten.baddbmm),
-                  torch.ops.aten.addmm_: _same_formula(torch.ops.aten.addmm)}
-
-
-def counted_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
-    """Matmul FLOPs of one forward+backward, counted by torch's FlopCounterMode (in-place forms too)."""
-    with FlopCounterMode(display=False, custom_mapping=IN_PLACE_FLOPS) as counter:
-        y, _ = model(x)
-        y.float().square().mean().backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
 
 
 def peak_memory_mb(name: str, seq: int) -> float:

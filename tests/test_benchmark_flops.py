@@ -1,0 +1,61 @@
+"""The benchmarks' FLOP counter: the ops torch's FlopCounterMode misses are counted, correctly."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.flops import counted_flops, memory_chunk_bmm_gflops
+from titans_lightning.backbone import TitansBackbone, TitansConfig
+
+
+class _Attention(nn.Module):
+    """q = k = v = x viewed as (B, heads, T, d); returns (out, None) like a backbone."""
+
+    def __init__(self, heads: int, causal: bool, mask: bool = False) -> None:
+        super().__init__()
+        self.heads, self.causal, self.mask = heads, causal, mask
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q = (x * self.scale).view(B, T, self.heads, D // self.heads).transpose(1, 2)
+        mask = torch.ones(T, T, dtype=torch.bool).tril() if self.mask else None
+        return F.scaled_dot_product_attention(q, q, q, attn_mask=mask, is_causal=self.causal), None
+
+
+def test_cpu_attention_counted_forward_and_backward_half_when_causal():
+    B, H, T, d = 2, 2, 64, 8
+    x = torch.randn(B, T, H * d)
+    full = 4 * B * H * T * T * d  # QK^T and PV, 2 flops per multiply-add
+    total = full + 5 * full // 2  # backward: scores recomputed, dV, dP, dQ, dK
+    assert counted_flops(_Attention(H, causal=False), x) == total
+    assert counted_flops(_Attention(H, causal=True), x) == full // 2 + 5 * full // 4
+    assert counted_flops(_Attention(H, causal=False, mask=True), x) == total  # a mask is computed in full
+
+
+class _InPlaceProduct(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 5, 7))
+
+    def forward(self, x):  # x (3, 4, 5): acc (3, 4, 7) += x @ w, in place
+        acc = torch.zeros(3, 4, 7)
+        acc.baddbmm_(x, self.w)
+        return acc, None
+
+
+def test_in_place_products_counted():
+    x = torch.randn(3, 4, 5)
+    forward = 2 * 3 * 4 * 5 * 7
+    assert counted_flops(_InPlaceProduct(), x) == forward + forward  # backward: d/dw only (x needs no grad)
+
+
+def test_backbone_transformer_count_includes_attention():
+    cfg = TitansConfig.from_name("debug", variant="transformer", persistent_tokens=0)
+    model = TitansBackbone(cfg)
+    short, long = (counted_flops(model, torch.randn(1, T, cfg.dim)) for T in (64, 128))
+    assert long > 2 * short  # everything but attention doubles with the tokens; attention quadruples
+
+
+def test_memory_chunk_products_rate_is_positive():
+    assert memory_chunk_bmm_gflops(2, 4, [8, 16, 8], seconds=0.01) > 0
