@@ -59,3 +59,20 @@ def test_backbone_transformer_count_includes_attention():
 
 def test_memory_chunk_products_rate_is_positive():
     assert memory_chunk_bmm_gflops(2, 4, [8, 16, 8], seconds=0.01) > 0
+
+
+def test_bench_backbone_train_prints_the_flop_ledger(capsys):
+    from benchmarks import bench_backbone
+
+    threads = torch.get_num_threads()  # main() pins one thread and keeps its --set overrides
+    try:
+        bench_backbone.main(["train", "--seqs", "32", "--rounds", "1", "--flops", "--variants", "lmm",
+                             "transformer", "--set", "dim=32", "depth=1", "chunk_size=8"])
+    finally:
+        torch.set_num_threads(threads)
+        bench_backbone.OVERRIDES.clear()
+    out = capsys.readouterr().out
+    assert "memory chunk products alone" in out and "GFLOP/step" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["32"]]
+    assert [row[1] for row in rows] == ["lmm", "transformer"]
+    assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows)  # GFLOP/step, GFLOP/s
