@@ -14,7 +14,9 @@ median over rounds and each ratio the median of per-round ratios.
 - train: tokens/s of forward + backward + AdamW, a fixed 8192 tokens per step (batch 8192 / seq;
   one sequence when seq is longer). `--flops` adds each variant's GFLOP per step (matmuls and
   attention, counted by `benchmarks/flops.py` after the timing) and the GFLOP/s it achieved,
-  beside a same-run 2048^3 matmul.
+  beside a same-run 2048^3 matmul. `--floor` adds, per memory variant, the same step with the
+  memory's writes stubbed (`<variant>-nowrite`) and a lower bound on the real step: that time plus
+  the writes' own GFLOP at the rate of the memory's chunk products alone.
 - decode: per-token latency of one forward step (no grad) after a prefill of N tokens.
 - stream: peak RSS while streaming N tokens in pieces (no grad), printed at checkpoints. Run it
   without the MALLOC settings: with trimming disabled, heap fragmentation alone adds ~160 MiB
@@ -24,6 +26,7 @@ median over rounds and each ratio the median of per-round ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -34,12 +37,15 @@ from pathlib import Path
 import torch
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.memory import layer as memory_layer
+from titans_lightning.memory.state import FastWeightState
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.flops import counted_flops, matmul_gflops, memory_chunk_bmm_gflops  # noqa: E402
 
 VARIANTS = ["mac", "mag", "mal", "lmm", "transformer", "swa"]
+MEMORY_VARIANTS = ("mac", "mag", "mal", "lmm")
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1099511627776", "MALLOC_TRIM_THRESHOLD_": "1099511627776"}
 TOKENS_PER_STEP = 8192
 
@@ -66,6 +72,27 @@ def chunk_products_gflops(config: TitansConfig, batch: int) -> float:
     return memory_chunk_bmm_gflops(batch * config.memory_heads, config.chunk_size, widths)
 
 
+NO_WRITE = "-nowrite"  # suffix of a --floor contender: the variant with its memory writes stubbed
+
+
+def _write_stand_in(q, k, v, lr, momentum, decay, weights, chunk_size, activation, state, mask, output_norm):
+    """Stands in for `neural_memory` under --floor: one elementwise pass that keeps q, k, v and
+    the gates in the graph (their projections still train); the memory state is not advanced."""
+    fast = state if state is not None else FastWeightState.initial(list(weights))
+    return q + k + v + (lr + momentum + decay)[..., None], fast
+
+
+@contextlib.contextmanager
+def memory_writes(stubbed: bool):
+    """Within: every NeuralMemory write is the real one, or (stubbed) `_write_stand_in`."""
+    real = memory_layer.neural_memory
+    memory_layer.neural_memory = _write_stand_in if stubbed else real
+    try:
+        yield
+    finally:
+        memory_layer.neural_memory = real
+
+
 def train_step(model: TitansBackbone, opt: torch.optim.Optimizer, x: torch.Tensor) -> float:
     """Seconds for forward + backward + AdamW step on x (B, T, D)."""
     start = time.perf_counter()
@@ -76,39 +103,69 @@ def train_step(model: TitansBackbone, opt: torch.optim.Optimizer, x: torch.Tenso
     return time.perf_counter() - start
 
 
-def bench_train(variants: list[str], seqs: list[int], rounds: int, flops: bool = False) -> None:
+def bench_train(variants: list[str], seqs: list[int], rounds: int, flops: bool = False, floor: bool = False) -> None:
+    """Interleaved training steps of every contender at each length; with ``floor``, also each
+    memory variant with its writes stubbed, and the lower bound that gives (see `print_floors`)."""
     models = {v: build(v) for v in variants}
     opts = {v: torch.optim.AdamW(m.parameters(), lr=1e-4) for v, m in models.items()}
+    names = variants + [v + NO_WRITE for v in variants if floor and v in MEMORY_VARIANTS]
+    flops = flops or floor
     print(f"train: fwd+bwd+AdamW, {TOKENS_PER_STEP} tokens/step (one sequence when longer), "
           f"rounds {rounds}, 1 thread")
     if flops:
         print(f"same-run fp32 2048^3 matmul: {matmul_gflops():.1f} GFLOP/s")
     print(f"{'seq':>6} {'variant':>12} {'tok/s':>9} {'vs transformer':>15}"
           + (f" {'GFLOP/step':>11} {'GFLOP/s':>8}" if flops else ""))
+
+    def run(name: str, x: torch.Tensor, count: bool = False) -> float:
+        variant = name.removesuffix(NO_WRITE)
+        with memory_writes(stubbed=name.endswith(NO_WRITE)):
+            if count:
+                return counted_flops(models[variant], x) / 1e9
+            return train_step(models[variant], opts[variant], x)
+
     for seq in seqs:
         x = torch.randn(max(1, TOKENS_PER_STEP // seq), seq, models[variants[0]].dim)
+        chunk_rate = chunk_products_gflops(models[variants[0]].config, x.shape[0]) if flops else 0.0
         if flops:
-            print(f"       memory chunk products alone (hot, batch {x.shape[0]}): "
-                  f"{chunk_products_gflops(models[variants[0]].config, x.shape[0]):.1f} GFLOP/s")
-        for v in variants:  # warm-up: allocator, first-call paths
-            train_step(models[v], opts[v], x)
-        times: dict[str, list[float]] = {v: [] for v in variants}
+            print(f"       memory chunk products alone (hot, batch {x.shape[0]}): {chunk_rate:.1f} GFLOP/s")
+        for name in names:  # warm-up: allocator, first-call paths
+            run(name, x)
+        times: dict[str, list[float]] = {name: [] for name in names}
         user0, sys0 = cpu_seconds()
         for r in range(rounds):
-            order = variants[r % len(variants):] + variants[: r % len(variants)]
-            for v in order:
-                times[v].append(train_step(models[v], opts[v], x))
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                times[name].append(run(name, x))
         user1, sys1 = cpu_seconds()
-        for v in variants:
-            seconds = statistics.median(times[v])
+        gflop = {}
+        for name in names:
+            seconds = statistics.median(times[name])
             ratio = "" if "transformer" not in times else (
-                f"{statistics.median(t / a for t, a in zip(times['transformer'], times[v])):.2f}x")
-            line = f"{seq:>6} {v:>12} {x.numel() / x.shape[-1] / seconds:>9.0f} {ratio:>15}"
+                f"{statistics.median(t / a for t, a in zip(times['transformer'], times[name])):.2f}x")
+            line = f"{seq:>6} {name:>12} {x.numel() / x.shape[-1] / seconds:>9.0f} {ratio:>15}"
             if flops:  # counted after the timing, so that counting never disturbs it
-                gflop = counted_flops(models[v], x) / 1e9
-                line += f" {gflop:>11.1f} {gflop / seconds:>8.1f}"
+                gflop[name] = run(name, x, count=True)
+                line += f" {gflop[name]:>11.1f} {gflop[name] / seconds:>8.1f}"
             print(line, flush=True)
         print(f"       (user {user1 - user0:.1f} s, sys {sys1 - sys0:.1f} s)")
+        if floor:
+            print_floors(times, gflop, chunk_rate)
+
+
+def print_floors(times: dict[str, list[float]], gflop: dict[str, float], chunk_rate: float) -> None:
+    """A lower bound on each memory variant's step: everything but the memory's writes as measured
+    (the stubbed contender), plus the writes' own products (the GFLOP the stub removed) at the
+    rate of the chunk products alone. No write can cost less than its matmuls run flat out."""
+    print("       floor = step without the writes + the writes' GFLOP at the chunk-product rate:")
+    transformer = statistics.median(times["transformer"]) if "transformer" in times else None
+    for name in times:
+        if not name.endswith(NO_WRITE):
+            continue
+        variant, rest = name.removesuffix(NO_WRITE), statistics.median(times[name])
+        writes = gflop[variant] - gflop[name]
+        bound = rest + writes / chunk_rate
+        versus = "" if transformer is None else f"; transformer {transformer:.2f} s: at best {transformer / bound:.2f}x"
+        print(f"       {variant:>5}: {rest:.2f} s + {writes:.1f} GFLOP / {chunk_rate:.1f} GFLOP/s = {bound:.2f} s{versus}")
 
 
 @torch.no_grad()
@@ -188,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--rounds", type=int, default=3)
     train.add_argument("--flops", action="store_true",
                        help="also count each variant's matmul and attention GFLOP per step (benchmarks/flops.py)")
+    train.add_argument("--floor", action="store_true",
+                       help="also time each memory variant with its memory writes stubbed, and print the "
+                            "lower bound on its step that gives (implies --flops)")
     decode = sub.add_parser("decode")
     decode.add_argument("--contexts", type=int, nargs="+", default=[1024, 65536])
     decode.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
@@ -208,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         print("note: MALLOC_*_THRESHOLD_ not set; page faults may inflate long sequences")
     torch.set_num_threads(1)
     if args.mode == "train":
-        bench_train(args.variants, args.seqs, args.rounds, args.flops)
+        bench_train(args.variants, args.seqs, args.rounds, args.flops, args.floor)
     elif args.mode == "decode":
         bench_decode(args.variants, args.contexts, args.rounds, args.steps)
     else:

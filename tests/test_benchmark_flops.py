@@ -61,18 +61,35 @@ def test_memory_chunk_products_rate_is_positive():
     assert memory_chunk_bmm_gflops(2, 4, [8, 16, 8], seconds=0.01) > 0
 
 
-def test_bench_backbone_train_prints_the_flop_ledger(capsys):
+def test_bench_backbone_train_prints_the_flop_ledger_and_floors(capsys):
     from benchmarks import bench_backbone
+    from titans_lightning.memory import layer
 
+    real_write = layer.neural_memory
     threads = torch.get_num_threads()  # main() pins one thread and keeps its --set overrides
     try:
-        bench_backbone.main(["train", "--seqs", "32", "--rounds", "1", "--flops", "--variants", "lmm",
+        bench_backbone.main(["train", "--seqs", "32", "--rounds", "1", "--floor", "--variants", "lmm",
                              "transformer", "--set", "dim=32", "depth=1", "chunk_size=8"])
     finally:
         torch.set_num_threads(threads)
         bench_backbone.OVERRIDES.clear()
+    assert layer.neural_memory is real_write  # the stand-in never outlives its contender
     out = capsys.readouterr().out
     assert "memory chunk products alone" in out and "GFLOP/step" in out
-    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["32"]]
-    assert [row[1] for row in rows] == ["lmm", "transformer"]
-    assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows)  # GFLOP/step, GFLOP/s
+    rows = {row[1]: row for row in (line.split() for line in out.splitlines()) if row[:1] == ["32"]}
+    assert set(rows) == {"lmm", "transformer", "lmm-nowrite"}
+    assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows.values())  # GFLOP/step, GFLOP/s
+    assert float(rows["lmm-nowrite"][-2]) < float(rows["lmm"][-2])  # the stub removed the writes' products
+    assert "lmm: " in out and "at best" in out
+
+
+def test_write_stand_in_keeps_projections_in_the_graph():
+    from benchmarks import bench_backbone
+
+    model = bench_backbone.TitansBackbone(bench_backbone.TitansConfig.from_name("debug", variant="lmm"))
+    with bench_backbone.memory_writes(stubbed=True):
+        h, _ = model(torch.randn(2, 16, model.dim))
+        h.square().mean().backward()
+    memory = next(m for m in model.modules() if type(m).__name__ == "NeuralMemory")
+    assert memory.to_qkv.weight.grad is not None and memory.to_gates.weight.grad is not None
+    assert memory.memory_init[0].grad is None  # M_0 is only read by the real write
