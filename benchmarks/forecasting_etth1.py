@@ -129,11 +129,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--max-epochs", nargs="+", default=[],
                         help="override the recipes' max_epochs: N for every model, or MODEL=N each")
     parser.add_argument("--limit-train-batches", default=None, help="per epoch: a fraction (0.5) or a count (20)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="override the recipes' seed_everything (0); use its own --out to keep runs apart")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one process each)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_forecasting_etth1")
     args = parser.parse_args(argv)
     epochs = {m: v for m, _, v in (e.rpartition("=") for e in args.max_epochs)}
-    extra = []
+    extra = [] if args.seed is None else ["--seed_everything", str(args.seed)]
     if args.limit_train_batches is not None:
         extra += ["--trainer.limit_train_batches", str(args.limit_train_batches)]
     args.out.mkdir(parents=True, exist_ok=True)
