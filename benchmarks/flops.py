@@ -8,8 +8,8 @@ matter here, and both are filled:
 - the CPU attention kernel (`_scaled_dot_product_flash_attention_for_cpu` and its backward) is
   not registered: it gets torch's SDPA formulas (4 b h s_q s_k d forward; 2.5 times that
   backward: the recomputed scores and the four gradient products), halved when `is_causal` (the
-  kernel skips the blocks above the diagonal). An explicit mask is counted in full: the kernel computes
-  every masked score.
+  kernel skips the blocks above the diagonal). An explicit mask is counted in full: the kernel
+  computes every masked score.
 """
 
 from __future__ import annotations

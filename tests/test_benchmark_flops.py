@@ -1,10 +1,12 @@
 """The benchmarks' FLOP counter: the ops torch's FlopCounterMode misses are counted, correctly."""
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.flops import counted_flops, memory_chunk_bmm_gflops
+from benchmarks.flops import counted_flops
 from titans_lightning.backbone import TitansBackbone, TitansConfig
 
 
@@ -57,10 +59,6 @@ def test_backbone_transformer_count_includes_attention():
     assert long > 2 * short  # everything but attention doubles with the tokens; attention quadruples
 
 
-def test_memory_chunk_products_rate_is_positive():
-    assert memory_chunk_bmm_gflops(2, 4, [8, 16, 8], seconds=0.01) > 0
-
-
 def test_bench_backbone_train_prints_the_flop_ledger_and_floors(capsys):
     from benchmarks import bench_backbone
     from titans_lightning.memory import layer
@@ -75,7 +73,9 @@ def test_bench_backbone_train_prints_the_flop_ledger_and_floors(capsys):
         bench_backbone.OVERRIDES.clear()
     assert layer.neural_memory is real_write  # the stand-in never outlives its contender
     out = capsys.readouterr().out
-    assert "memory chunk products alone" in out and "GFLOP/step" in out
+    assert "GFLOP/step" in out
+    chunk_rate = re.search(r"memory chunk products alone \(hot, batch \d+\): ([0-9.]+) GFLOP/s", out)
+    assert chunk_rate and float(chunk_rate.group(1)) > 0  # the ceiling the floors divide by
     rows = {row[1]: row for row in (line.split() for line in out.splitlines()) if row[:1] == ["32"]}
     assert set(rows) == {"lmm", "transformer", "lmm-nowrite"}
     assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows.values())  # GFLOP/step, GFLOP/s
