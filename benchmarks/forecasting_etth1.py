@@ -26,7 +26,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("titans", "dlinear", "transformer")
@@ -69,12 +69,15 @@ def best_validation(run: Path) -> tuple[float, int]:
     return min(scores)
 
 
-def run_one(model: str, horizon: int, out: Path, extra: list[str]) -> dict[str, float]:
-    """Fit, then test the best-validation checkpoint, of one recipe; its test metrics and timing."""
+def run_one(model: str, horizon: int, out: Path, extra: list[str], shared: Sequence[str] = ()) -> dict[str, float]:
+    """Fit, then test the best-validation checkpoint, of one recipe; its test metrics and timing.
+
+    ``extra``: command-line overrides of the fit only (seed, epochs); ``shared``: of both commands
+    (the model and the data, which ``titans test`` builds again from the recipe)."""
     recipe = REPO / "recipes" / "forecasting" / f"etth1_{model}_{horizon}.yaml"
     root = out / f"{model}_{horizon}"
     log = out / f"{model}_{horizon}.log"
-    common = ["-c", str(recipe), "--trainer.default_root_dir", str(root), *QUIET]
+    common = ["-c", str(recipe), "--trainer.default_root_dir", str(root), *QUIET, *shared]
     start = time.perf_counter()
     titans(["fit", *common, *extra], log)
     fit_run = newest_run(root)
@@ -86,7 +89,8 @@ def run_one(model: str, horizon: int, out: Path, extra: list[str]) -> dict[str, 
     titans(["test", *common, "--ckpt_path", str(best[-1])], log)
     metrics = test_metrics(newest_run(root))
     return {**metrics, "val_mse": val_mse, "val_step": val_step, "fit_s": fit_s,
-            "total_s": time.perf_counter() - start, "checkpoint": str(best[-1]), "overrides": " ".join(extra) or "none"}
+            "total_s": time.perf_counter() - start, "checkpoint": str(best[-1]),
+            "overrides": " ".join([*shared, *extra]) or "none"}
 
 
 def previous_results(path: Path) -> dict[str, dict[int, dict]]:
@@ -122,6 +126,17 @@ def table(results: dict[str, dict[int, dict]], horizons: list[int]) -> str:
     return "\n".join(lines)
 
 
+def overrides(pairs: Sequence[str]) -> list[str]:
+    """``["a.b=1"]`` -> ``["--a.b", "1"]``; a pair without ``=`` is an error naming it."""
+    flags = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set: expected KEY=VALUE (model.init_args.revin=true), got {pair!r}")
+        flags += [f"--{key}", value]
+    return flags
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -131,6 +146,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--limit-train-batches", default=None, help="per epoch: a fraction (0.5) or a count (20)")
     parser.add_argument("--seed", type=int, default=None,
                         help="override the recipes' seed_everything (0); use its own --out to keep runs apart")
+    parser.add_argument("--lookback", type=int, default=None,
+                        help="override the recipes' lookback (96); the test windows stay the same (2881 - H)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override recipe fields of fit and test alike: model.init_args.revin=true")
     parser.add_argument("--jobs", type=int, default=1, help="runs side by side (one process each)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_forecasting_etth1")
     args = parser.parse_args(argv)
@@ -138,6 +157,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     extra = [] if args.seed is None else ["--seed_everything", str(args.seed)]
     if args.limit_train_batches is not None:
         extra += ["--trainer.limit_train_batches", str(args.limit_train_batches)]
+    shared = overrides(args.set + ([f"data.init_args.lookback={args.lookback}"] if args.lookback else []))
     args.out.mkdir(parents=True, exist_ok=True)
     results = previous_results(args.out / "results.json")
     for model in args.models:
@@ -149,7 +169,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     def job(pair: tuple[str, int]) -> None:
         model, horizon = pair
         n = epochs.get(model, epochs.get(""))
-        r = run_one(model, horizon, args.out, extra + (["--trainer.max_epochs", n] if n else []))
+        r = run_one(model, horizon, args.out, extra + (["--trainer.max_epochs", n] if n else []), shared)
         with lock:
             results[model][horizon] = r
             report(model, horizon, r)
@@ -158,7 +178,7 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(job, jobs))
-    print("\nETTh1, lookback 96, test split (2881 - H windows); recipe overrides per run:")
+    print(f"\nETTh1, lookback {args.lookback or 96}, test split (2881 - H windows); recipe overrides per run:")
     for model, by_h in results.items():
         print(f"  {model}: " + ", ".join(f"H={h} {r.get('overrides', 'none')} ({r['fit_s']:.0f}s fit)"
                                        for h, r in sorted(by_h.items())))
