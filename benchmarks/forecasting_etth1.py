@@ -6,10 +6,11 @@ Each (model, horizon) is two ``titans`` commands in a fresh process, exactly wha
     titans fit  -c recipes/forecasting/etth1_<model>_<H>.yaml --trainer.default_root_dir <out>/<model>_<H>
     titans test -c recipes/forecasting/etth1_<model>_<H>.yaml --ckpt_path <best val/mse checkpoint>
 
-The standard protocol throughout: lookback 96, the 12/4/4-month split, scaler fit on train, every
-test window counted, metrics on the standardised scale. Results go to ``<out>/results.json``
-and a Markdown table on stdout. Options shorten a run on a small machine (fewer horizons,
-epochs or training batches); the table says what ran.
+The standard protocol throughout: lookback 96 (``--lookback`` changes it; the test windows stay
+the same), the 12/4/4-month split, scaler fit on train, every test window counted, metrics on the
+standardised scale. ``--set KEY=VALUE`` overrides a recipe field in both commands. Results go
+to ``<out>/results.json`` and a Markdown table on stdout. Options shorten a run on a small
+machine (fewer horizons, epochs or training batches); the table says what ran.
 
     OMP_NUM_THREADS=1 python benchmarks/forecasting_etth1.py --horizons 96 --max-epochs 2
 """
