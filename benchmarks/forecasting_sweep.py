@@ -183,7 +183,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "timeseries" / "ETTh1.csv")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "forecasting_sweep.jsonl")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: print the table of the --model's rows already in --out")
     args = parser.parse_args(argv)
+    if args.report:
+        rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["model"] == args.model and r["lookback"] in args.lookbacks
+                and r["horizon"] in args.horizons and ("on" if r["revin"] else "off") in args.revin]
+        print(summary(rows, sorted({r["horizon"] for r in rows})))
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for lookback, revin, horizon in product(args.lookbacks, args.revin, args.horizons):
