@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import math
 import time
@@ -79,7 +80,7 @@ def build_optimization(recipe: dict, task, steps_per_epoch: int, epochs: int):
     cls = class_from(sched["class_path"])
     if cls is torch.optim.lr_scheduler.StepLR:
         init["step_size"] = steps_per_epoch
-    elif "total_steps" in cls.__init__.__code__.co_varnames:
+    elif "total_steps" in inspect.signature(cls).parameters:
         init["total_steps"] = steps_per_epoch * epochs
     return optimizer, cls(optimizer, **init)
 
