@@ -110,27 +110,33 @@ def patience_of(recipe: dict) -> Optional[int]:
 def train_one(model: str, lookback: int, horizon: int, revin: bool, seed: int, data: Path) -> dict[str, Any]:
     """Train one configuration as its recipe does; the best-validation state's val and test scores."""
     recipe = load_recipe(model, horizon)
-    trainer, data_args = recipe["trainer"], recipe["data"]["init_args"]
+    data_args = recipe["data"]["init_args"]
     torch.manual_seed(seed)
     module = TimeSeriesDataModule(path=str(data), date_column=data_args["date_column"], target=data_args["target"],
                                   lookback=lookback, horizon=horizon, batch_size=data_args["batch_size"])
     module.setup("fit")
     module.setup("test")
-    train, val, test = (all_windows(loader().dataset) for loader in
-                        (module.train_dataloader, module.val_dataloader, module.test_dataloader))
-    task = build_task(recipe, revin, module.data_sizes)
-    batch_size, epochs = data_args["batch_size"], trainer["max_epochs"]
-    steps_per_epoch = math.ceil(train["x"].shape[0] / batch_size)
+    splits = [all_windows(loader().dataset) for loader in
+              (module.train_dataloader, module.val_dataloader, module.test_dataloader)]
+    began = time.perf_counter()
+    best = fit_selecting_on_validation(recipe, build_task(recipe, revin, module.data_sizes), *splits)
+    return {**best, "seconds": time.perf_counter() - began}
+
+
+def fit_selecting_on_validation(recipe: dict, task, train: dict, val: dict, test: dict) -> dict[str, Any]:
+    """The recipe's training loop: shuffled batches, clipping, the schedule every step, validation
+    at the recipe's interval, early stopping; test is scored only for a new best validation state."""
+    trainer, batch_size = recipe["trainer"], recipe["data"]["init_args"]["batch_size"]
+    epochs, steps_per_epoch = trainer["max_epochs"], math.ceil(train["x"].shape[0] / batch_size)
     optimizer, schedule = build_optimization(recipe, task, steps_per_epoch, epochs)
     interval = trainer.get("val_check_interval", 1.0)
     checks = {round(steps_per_epoch * interval * k) for k in range(1, int(1 / interval) + 1)}
     clip, patience = trainer.get("gradient_clip_val"), patience_of(recipe)
-    best, stale, step, began = {"val_mse": math.inf}, 0, 0, time.perf_counter()
+    best, stale, step = {"val_mse": math.inf}, 0, 0
     for _ in range(epochs):
         order = torch.randperm(train["x"].shape[0])
         for j in range(steps_per_epoch):
-            batch = {k: v[order[j * batch_size:(j + 1) * batch_size]] for k, v in train.items()}
-            loss, _ = task.compute_loss(batch)
+            loss, _ = task.compute_loss({k: v[order[j * batch_size:(j + 1) * batch_size]] for k, v in train.items()})
             optimizer.zero_grad()
             loss.backward()
             if clip:
@@ -139,17 +145,18 @@ def train_one(model: str, lookback: int, horizon: int, revin: bool, seed: int, d
             if schedule is not None:  # every step, as the tasks configure it for Lightning
                 schedule.step()
             step += 1
-            if j + 1 in checks:
-                val_mse, val_mae = evaluate(task, val)
-                if val_mse < best["val_mse"]:
-                    test_mse, test_mae = evaluate(task, test)
-                    best, stale = {"val_mse": val_mse, "val_mae": val_mae, "test_mse": test_mse,
-                                   "test_mae": test_mae, "step": step}, 0
-                else:
-                    stale += 1
-                if patience is not None and stale >= patience:
-                    return {**best, "seconds": time.perf_counter() - began}
-    return {**best, "seconds": time.perf_counter() - began}
+            if j + 1 not in checks:
+                continue
+            val_mse, val_mae = evaluate(task, val)
+            if val_mse < best["val_mse"]:
+                test_mse, test_mae = evaluate(task, test)
+                best, stale = {"val_mse": val_mse, "val_mae": val_mae, "test_mse": test_mse,
+                               "test_mae": test_mae, "step": step}, 0
+            else:
+                stale += 1
+            if patience is not None and stale >= patience:
+                return best
+    return best
 
 
 def summary(rows: list[dict[str, Any]], horizons: list[int]) -> str:
@@ -178,7 +185,8 @@ def summary(rows: list[dict[str, Any]], horizons: list[int]) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("titans", "transformer", "dlinear"), default="dlinear")
-    parser.add_argument("--lookbacks", nargs="+", type=int, default=[96, 336, 720])
+    parser.add_argument("--lookbacks", nargs="+", type=int, default=None,
+                        help="default: 96 336 720 to train; every lookback in --out with --report")
     parser.add_argument("--revin", nargs="+", choices=("off", "on"), default=["off", "on"])
     parser.add_argument("--horizons", nargs="+", type=int, choices=(96, 192, 336, 720), default=[96, 192, 336, 720])
     parser.add_argument("--seed", type=int, default=0)
@@ -189,13 +197,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.report:
         rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r["model"] == args.model and r["lookback"] in args.lookbacks
+        rows = [r for r in rows if r["model"] == args.model and r["lookback"] in (args.lookbacks or [r["lookback"]])
                 and r["horizon"] in args.horizons and ("on" if r["revin"] else "off") in args.revin]
         print(summary(rows, sorted({r["horizon"] for r in rows})))
         return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
-    for lookback, revin, horizon in product(args.lookbacks, args.revin, args.horizons):
+    for lookback, revin, horizon in product(args.lookbacks or [96, 336, 720], args.revin, args.horizons):
         result = train_one(args.model, lookback, horizon, revin == "on", args.seed, args.data)
         row = {"model": args.model, "lookback": lookback, "revin": revin == "on", "horizon": horizon,
                "seed": args.seed, **result}
