@@ -25,11 +25,38 @@ def hourly_table(path: Path, rows: int = 2000) -> Path:
     return path
 
 
-def test_overrides_reach_both_commands_and_reject_a_bare_key() -> None:
+def test_set_pairs_become_flags_and_a_bare_key_is_refused() -> None:
     assert forecasting_etth1.overrides(["model.init_args.revin=true", "data.init_args.lookback=336"]) == [
         "--model.init_args.revin", "true", "--data.init_args.lookback", "336"]
     with pytest.raises(SystemExit, match="KEY=VALUE.*'revin'"):
         forecasting_etth1.overrides(["revin"])
+
+
+def test_shared_overrides_reach_fit_and_test_and_fit_only_ones_the_fit(tmp_path: Path, monkeypatch) -> None:
+    """``titans test`` rebuilds model and data from the recipe: a lookback given to the fit only
+    would test the checkpoint on other windows. The two commands are recorded, not run."""
+    calls = []
+
+    def fake_titans(args: list[str], log: Path) -> None:
+        calls.append(args)
+        run = tmp_path / "dlinear_96" / "csv" / f"version_{len(calls) - 1}"
+        (run / "checkpoints").mkdir(parents=True)
+        if args[0] == "fit":
+            (run / "checkpoints" / "best-step=5.ckpt").touch()
+            (run / "metrics.csv").write_text("step,val/mse\n5,0.7\n")
+        else:
+            (run / "metrics.csv").write_text("test/mse,test/mae,test/mse_original,test/mae_original\n0.4,0.41,3.0,1.2\n")
+
+    monkeypatch.setattr(forecasting_etth1, "titans", fake_titans)
+    shared = forecasting_etth1.overrides(["data.init_args.lookback=336"])
+    result = forecasting_etth1.run_one("dlinear", 96, tmp_path, ["--seed_everything", "3"], shared)
+    fit, test = calls
+    assert fit[0] == "fit" and test[0] == "test"
+    for args in (fit, test):
+        assert args[args.index("--data.init_args.lookback") + 1] == "336"
+    assert "--seed_everything" in fit and "--seed_everything" not in test
+    assert test[test.index("--ckpt_path") + 1].endswith("best-step=5.ckpt")
+    assert result["mse"] == 0.4 and result["val_mse"] == 0.7
 
 
 def test_sweep_follows_the_dlinear_recipe_schedule_at_any_lookback() -> None:
