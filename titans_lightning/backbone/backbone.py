@@ -122,7 +122,9 @@ class TitansBackbone(nn.Module):
         """
         B, T, _ = x.shape
         if state is None:
-            state = self.initial_state(B, x)
+            # Each block makes its own start state inside its forward, where a sharded (FSDP)
+            # block has its parameters gathered: M_0 read here would still be a shard.
+            state = TitansState(0, (None,) * len(self.blocks))
         padded = mask is not None
         if mask is None:
             mask = torch.ones(B, T, dtype=torch.bool, device=x.device)

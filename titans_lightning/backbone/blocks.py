@@ -51,7 +51,13 @@ class TitansBlock(nn.Module):
         """Mixer state at the start of a stream for ``batch`` sequences (dtype/device of ``like``)."""
         return self.mixer.initial_state(batch, like)
 
-    def forward(self, x: Tensor, ctx: StreamContext, state) -> tuple[Tensor, object]:
-        """x (B, T, D) -> (B, T, D) and the mixer's next state."""
+    def forward(self, x: Tensor, ctx: StreamContext, state=None) -> tuple[Tensor, object]:
+        """x (B, T, D) -> (B, T, D) and the mixer's next state; ``state=None`` starts a stream.
+
+        The start state is made here, inside the block's own forward: under FSDP that is where the
+        block's parameters (the memory's M_0 among them) are gathered into whole tensors.
+        """
+        if state is None:
+            state = self.mixer.initial_state(x.shape[0], x)
         x, state = self.mixer(x, ctx, state)
         return x + self.mlp(self.norm(x)), state
