@@ -1,9 +1,10 @@
-"""Parallelism applied from outside the model (torchtitan's ``parallelize.py``).
+"""Parallelism and memory savings applied from outside the model (torchtitan's ``parallelize.py``).
 
-The model code is single-device and never branches on DDP or FSDP. This file names the one
-unit that FSDP shards (each block of ``TitansBackbone.blocks``) and provides the strategy that the
-``recipes/trainer/fsdp.yaml`` fragment selects: FSDP2 (``fully_shard``) over every rank, which runs
-on CPUs over gloo as well as on GPUs over NCCL (Lightning's ``strategy="fsdp"`` refuses CPUs).
+The model code is single-device and never branches on DDP, FSDP or checkpointing. This file names
+the one unit that FSDP shards and activation checkpointing recomputes (each block of
+``TitansBackbone.blocks``) and provides the strategy that the ``recipes/trainer/fsdp.yaml``
+fragment selects: FSDP2 (``fully_shard``) over every rank, which runs on CPUs over gloo as well as
+on GPUs over NCCL (Lightning's ``strategy="fsdp"`` refuses CPUs).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 from typing import Iterable, Optional
 
 from lightning.pytorch.strategies import ModelParallelStrategy
+
+from titans_lightning.memory import NeuralMemory
 from torch import nn
+from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -42,6 +46,23 @@ def fully_shard_blocks(
         fully_shard(block, mesh=mesh, mp_policy=mp_policy)
     fully_shard(root, mesh=mesh, mp_policy=mp_policy)
     return root
+
+
+def checkpoint_blocks(blocks: Iterable[nn.Module], memory_segment: int = 8) -> None:
+    """Activation checkpointing of every block, and of the memory's chunk recurrence inside it.
+
+    Each block keeps only its input during the forward and recomputes its activations in the
+    backward (non-reentrant ``torch.utils.checkpoint`` through the composable API, so parameter
+    names, state dicts and FSDP wrapping are unchanged; apply before ``fully_shard_blocks``).
+    Every ``NeuralMemory`` inside also keeps one chunk state in ``memory_segment`` (see
+    ``neural_memory``'s ``checkpoint_segment``): the recomputed block then holds the chunk states
+    of one segment at a time instead of all of a sequence's. Gradients are unchanged.
+    """
+    for block in blocks:
+        checkpoint(block)
+        for module in block.modules():
+            if isinstance(module, NeuralMemory):
+                module.checkpoint_segment = memory_segment
 
 
 class FullyShardedStrategy(ModelParallelStrategy):

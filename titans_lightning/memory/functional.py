@@ -25,10 +25,12 @@ position or after its end are such identity tokens, so streams cut anywhere cont
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from .channel import run_channel_chunks
 from .chunk import ChunkStep
@@ -55,6 +57,7 @@ def neural_memory(
     state: Optional[FastWeightState] = None,
     mask: Optional[Tensor] = None,
     output_norm: bool = False,
+    checkpoint_segment: int = 0,
 ) -> tuple[Tensor, FastWeightState]:
     """Store every token into the memory and retrieve after each store (TITANS.md 1.1).
 
@@ -73,6 +76,9 @@ def neural_memory(
         output_norm: M ends with a parameter-free LayerNorm, M(x) = LN(W_L s(... W_1 x)) (the
             NeurIPS form's normalisation): the inner loss is then bounded and invariant to the
             last layer's scale, which keeps the inner optimisation stable.
+        checkpoint_segment: K > 0 keeps one chunk state in K for backward and recomputes the
+            others (activation checkpointing of the recurrence; exact). 0 keeps every chunk's.
+            The per-channel path always recomputes chunk by chunk.
     Returns:
         y: (B, T, o_L) with y_t = M_{W_t}(q_t); the new state (float32, or float64 for float64
         inputs, also under autocast).
@@ -93,8 +99,8 @@ def neural_memory(
         decays = [d * (write[..., None] if per_channel else write) for d in decays]
         momentum = torch.where(write > 0, momentum, torch.ones_like(momentum))
         get_activation(activation)  # fail early on an unknown name
-        run = run_channel_chunks if per_channel else _run_chunks
-        y, new_state = run(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm)
+        args = (q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm)
+        y, new_state = run_channel_chunks(*args) if per_channel else _run_chunks(*args, checkpoint_segment)
     return y, new_state
 
 
@@ -108,11 +114,15 @@ def _check_decays(decay: Sequence[Tensor], weights: Sequence[Tensor], dtype) -> 
     return [d.to(dtype) for d in decay]
 
 
-def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm):
+def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm,
+                checkpoint_segment=0):
     """Lay the call on the chunk grid, precompute all gates, then step chunk by chunk.
 
     Weights and momentum travel as one (N, o, 2i) tensor `[W | S]` per layer (see `chunk.py`);
-    the returned state holds views of its halves.
+    the returned state holds views of its halves. With `checkpoint_segment` = K > 0 (and autograd
+    recording), the chunks before the last run in segments of K under non-reentrant
+    checkpointing: backward holds one WS per segment plus one segment's chunk states, instead
+    of every chunk's, and recomputes each segment's forward once.
     """
     T = q.shape[1]
     grid = Grid.plan(state, T, chunk_size)
@@ -120,15 +130,33 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
     # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
     qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
     beta, f, G, m_end, m_mix = (x.unbind(1) for x in (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix))
-    WS = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)]
-    L, ys, ref = len(WS), [], grid.ref
-    for c in range(grid.chunks):
-        start, start_ref = WS, ref
-        y, *WS = ChunkStep.apply(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c], m_end[c], m_mix[c], *WS, *ref)
-        ys.append(y)
-        ref = ()
+    L = len(state.weights)
+
+    def steps(first: int, last: int, ref: tuple, *WS: Tensor) -> tuple[Tensor, ...]:
+        """Chunks first..last-1 from the chunk-start WS (and reference) -> (y of each..., WS')."""
+        ys = []
+        for c in range(first, last):
+            y, *WS = ChunkStep.apply(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c],
+                                     m_end[c], m_mix[c], *WS, *ref)
+            ys.append(y)
+            ref = ()
+        return (*ys, *WS)
+
+    WS, ref, ys = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)], grid.ref, []
+    last = grid.chunks - 1  # the last chunk runs alone: its start is the next call's reference
+    checkpointed = checkpoint_segment > 0 and torch.is_grad_enabled()
+    run = partial(checkpoint, steps, use_reentrant=False) if checkpointed else steps
+    segment = checkpoint_segment if checkpointed else max(last, 1)
+    for first in range(0, last, segment):
+        stop = min(first + segment, last)
+        out = run(first, stop, ref, *WS)
+        ys.extend(out[: stop - first])
+        WS, ref = out[stop - first :], ()
+    *y_last, = steps(last, last + 1, ref, *WS)
+    ys.append(y_last[0])
     # the last chunk's gradient reference, for a stream that continues mid-chunk
-    ref_out = start_ref or tuple(ws[..., : ws.shape[-1] // 2] for ws in start)
+    ref_out = ref or tuple(ws[..., : ws.shape[-1] // 2] for ws in WS)
+    WS = y_last[1:]
     halves = [(ws[..., : ws.shape[-1] // 2], ws[..., ws.shape[-1] // 2 :]) for ws in WS]
     W, S = tuple(h[0] for h in halves), tuple(h[1] for h in halves)
     return grid.ungrid(ys, T), FastWeightState(W, S, ref_out, state.position + T)

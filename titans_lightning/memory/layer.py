@@ -134,6 +134,9 @@ class NeuralMemory(nn.Module):
         self.to_out_gate = nn.Linear(dim, inner)
         self.to_out = nn.Linear(inner, dim, bias=False)
         self._gate_biases = (init_lr_bias, init_momentum_bias, init_decay_bias)
+        # chunks per state kept for backward (0 = every chunk's); set from outside by
+        # parallelize.checkpoint_blocks, see neural_memory's checkpoint_segment
+        self.checkpoint_segment = 0
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -204,7 +207,7 @@ class NeuralMemory(nn.Module):
         target = v - k if self.residual_memory else v
         y, fast = neural_memory(
             q, k, target, lr, momentum, decay, state.fast.weights, self.chunk_size,
-            self.activation, state.fast, head_mask, self.memory_norm,
+            self.activation, state.fast, head_mask, self.memory_norm, self.checkpoint_segment,
         )
         if self.residual_memory:
             y = y + q.to(y.dtype)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
-from titans_lightning.parallelize import fully_shard_blocks
+from titans_lightning.parallelize import checkpoint_blocks, fully_shard_blocks
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
 
 EVAL_STAGES = ("val", "test")
@@ -48,6 +48,11 @@ class TitansTask(LightningModule, abc.ABC):
         lr_scheduler: called with the optimizer, stepped every optimizer step; ``None`` = constant.
         data_sizes: sizes known from the data (``{"vocab_size": 256}``, ``{"num_items": ...}``);
             the CLI links them from ``TitansDataModule.data_sizes``, so recipes never repeat them.
+        activation_checkpointing: recompute each block's activations in backward instead of
+            keeping them, and keep only some of the memory's chunk states (recomputing the rest);
+            gradients are unchanged. Applied from outside the model (``parallelize.py``).
+        compile: ``torch.compile`` what pays off: the memory's chunk step (one graph, no graph
+            breaks) and the blocks (``parallelize.py``). Results equal eager within float error.
 
     Logged keys: ``train/loss``, ``train/lr``, ``val/loss``, ``val/<metric>`` (and ``test/...``).
     ``monitor`` / ``monitor_mode`` name the key that selects the best checkpoint; subclasses
@@ -63,6 +68,8 @@ class TitansTask(LightningModule, abc.ABC):
         optimizer: OptimizerCallable = AdamW,
         lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
         data_sizes: Optional[dict[str, int]] = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -70,6 +77,7 @@ class TitansTask(LightningModule, abc.ABC):
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.data_sizes = dict(data_sizes or {})
+        self.activation_checkpointing, self.use_compile = activation_checkpointing, compile
         # Built in configure_model so that a sharding strategy can wrap them as they are made.
         self.backbone: Optional[TitansBackbone] = None
         self.head: Optional[nn.Module] = None
@@ -119,6 +127,8 @@ class TitansTask(LightningModule, abc.ABC):
             # metrics whose states happen to look alike (a user's custom metrics included)
             self.metrics = nn.ModuleDict({stage: MetricCollection(metrics, prefix=f"{stage}/", compute_groups=False)
                                           for stage, metrics in per_stage.items()})
+        if self.activation_checkpointing:
+            checkpoint_blocks(self.backbone.blocks)
         if self.device_mesh is not None:
             fully_shard_blocks(self, self.backbone.blocks, self.device_mesh)
 

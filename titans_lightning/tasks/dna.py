@@ -81,8 +81,10 @@ class DNAClassificationTask(TitansTask):
     def __init__(self, backbone: TitansConfig, pooling: Pooling = "last", dropout: float = 0.0,
                  positions: int = 0, pretrained: Optional[str] = None, load_embedding: bool = True,
                  optimizer: OptimizerCallable = AdamW, lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
-                 data_sizes: Optional[dict[str, int]] = None) -> None:
-        super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
+                 data_sizes: Optional[dict[str, int]] = None, activation_checkpointing: bool = False,
+                 compile: bool = False) -> None:
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes,
+                         activation_checkpointing=activation_checkpointing, compile=compile)
         self.pooling, self.dropout, self.positions = pooling, dropout, positions
         self.pretrained, self.load_embedding = pretrained, load_embedding
 

@@ -103,9 +103,12 @@ class ForecastingTask(_Forecaster):
         optimizer: OptimizerCallable = AdamW,
         lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
         data_sizes: Optional[dict[str, int]] = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         backbone = backbone if backbone is not None else TitansConfig(variant="lmm")
-        super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes,
+                         activation_checkpointing=activation_checkpointing, compile=compile)
         self.patch_len, self.stride, self.revin, self.dropout = patch_len, stride, revin, dropout
         self.cycle, self.linear_skip = cycle, linear_skip
 

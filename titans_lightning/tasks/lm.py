@@ -84,8 +84,11 @@ class LanguageModelingTask(TitansTask):
         max_new_tokens: int = 200,
         temperature: float = 0.8,
         top_k: Optional[int] = 40,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes, activation_checkpointing=activation_checkpointing,
+                         compile=compile)
         if "vocab_size" not in self.data_sizes:
             raise ValueError("LanguageModelingTask: data_sizes needs 'vocab_size' (linked from the DataModule's "
                              f"data_sizes), got {self.data_sizes}")

@@ -130,8 +130,11 @@ class NeedleTask(LanguageModelingTask):
         top_k: Optional[int] = None,
         context_loss_weight: float = 0.0,
         eval_chunk: int = 1024,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, optimizer, lr_scheduler, data_sizes, tie_weights, max_new_tokens, temperature, top_k)
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes, tie_weights, max_new_tokens, temperature, top_k,
+                         activation_checkpointing, compile)
         if context_loss_weight < 0 or eval_chunk < 1:
             raise ValueError(f"NeedleTask: expected context_loss_weight >= 0 and eval_chunk >= 1, got "
                              f"{context_loss_weight} and {eval_chunk}")

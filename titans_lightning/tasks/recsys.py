@@ -108,8 +108,11 @@ class NextItemTask(TitansTask):
         optimizer: OptimizerCallable = AdamW,
         lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
         data_sizes: Optional[dict[str, int]] = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
-        super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes,
+                         activation_checkpointing=activation_checkpointing, compile=compile)
         ks = list(ks)
         if not ks or len(set(ks)) < len(ks) or any(not isinstance(k, int) or k < 1 for k in ks):
             raise ValueError(f"{type(self).__name__}.ks: expected distinct positive ints, got {ks}")
