@@ -1,0 +1,101 @@
+"""Activation checkpointing: peak memory and step time of one long sequence, side by side.
+
+    python benchmarks/bench_checkpointing.py --seq 8192 --steps 2
+
+One ``small`` backbone (MAC by default) trains on one (1, seq, 256) sequence on one thread, once
+per mode, each mode in a fresh process (a process's peak RSS is a high-water mark):
+
+- ``none``: every activation and every memory chunk state kept for backward;
+- ``memory``: the memory keeps one chunk state per ``--segment`` chunks (``checkpoint_segment``);
+- ``blocks``: each block recomputed in backward (``parallelize.checkpoint_blocks`` with the memory
+  keeping every chunk state);
+- ``both``: blocks recomputed and the memory's chunk states checkpointed
+  (``--model.activation_checkpointing true``).
+
+Peak = the process's peak RSS during the first training step minus its RSS just before it (model
+and input built). Step time = the median of the following ``--steps`` steps. Ratios are against
+``none`` in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.bench_backbone import build, rss_mib, train_step  # noqa: E402
+from titans_lightning.memory import NeuralMemory  # noqa: E402
+from titans_lightning.parallelize import checkpoint_blocks  # noqa: E402
+
+MODES = ("none", "memory", "blocks", "both")
+
+
+def apply_mode(model: torch.nn.Module, mode: str, segment: int) -> None:
+    if mode in ("blocks", "both"):
+        checkpoint_blocks(model.blocks, memory_segment=segment if mode == "both" else 0)
+    elif mode == "memory":
+        for module in model.modules():
+            if isinstance(module, NeuralMemory):
+                module.checkpoint_segment = segment
+
+
+def measure(variant: str, mode: str, seq: int, steps: int, segment: int) -> dict:
+    """One mode in this process: peak RSS growth of the first step (MiB) and later step times (s)."""
+    torch.set_num_threads(1)
+    model = build(variant)
+    apply_mode(model, mode, segment)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(1, seq, model.dim, generator=torch.Generator().manual_seed(0))
+    before, _ = rss_mib()
+    first = train_step(model, opt, x)
+    _, peak = rss_mib()
+    times = [train_step(model, opt, x) for _ in range(steps)]
+    return {"mode": mode, "peak_mib": peak - before, "first_s": first, "step_s": statistics.median(times) if times else first}
+
+
+def run_modes(args: argparse.Namespace) -> list[dict]:
+    """Every mode in a fresh interpreter of this script, in order."""
+    rows = []
+    for mode in args.modes:
+        cmd = [sys.executable, __file__, "--worker", mode, "--variant", args.variant, "--seq", str(args.seq),
+               "--steps", str(args.steps), "--segment", str(args.segment)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+        print(f"  {mode}: done", file=sys.stderr, flush=True)
+    return rows
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> None:
+    base = next((r for r in rows if r["mode"] == "none"), rows[0])
+    print(f"{args.variant} small, one sequence of {args.seq} tokens, 1 thread, memory segment {args.segment} chunks, "
+          f"torch {torch.__version__}")
+    print(f"{'mode':8} {'peak MiB':>9} {'x none':>7} {'step s':>8} {'x none':>7}")
+    for r in rows:
+        print(f"{r['mode']:8} {r['peak_mib']:9.0f} {r['peak_mib'] / base['peak_mib']:7.2f} "
+              f"{r['step_s']:8.2f} {r['step_s'] / base['step_s']:7.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="mac", choices=["mac", "mag", "mal", "lmm", "transformer", "swa"])
+    parser.add_argument("--seq", type=int, default=8192, help="tokens of the one training sequence")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after the first (median)")
+    parser.add_argument("--segment", type=int, default=8, help="memory chunks per kept state in memory/both")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)  # one mode, JSON out
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(args.variant, args.worker, args.seq, args.steps, args.segment)))
+        return
+    report(run_modes(args), args)
+
+
+if __name__ == "__main__":
+    main()
