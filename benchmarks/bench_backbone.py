@@ -7,7 +7,7 @@
 
 All at the ``small`` size (dim 256, depth 4, 4 heads, segment 256, window 512, chunk 16,
 16 persistent tokens, 4 memory heads, depth-2 expansion-4 memory) on one thread
-(../shared/BENCHMARKING.md). The transformer is Transformer++ (no persistent tokens), so it takes
+(docs/benchmarking.md). The transformer is Transformer++ (no persistent tokens), so it takes
 the kernel's causal path. Contenders run interleaved (A B C ... A B C ...); each figure is the
 median over rounds and each ratio the median of per-round ratios.
 

@@ -5,7 +5,7 @@
 
 Configuration (issue 3): dim 256, 4 heads of 64, depth-2 expansion-4 memory MLP, chunk 64,
 batch 4. Contenders run interleaved (A B A B ...) on one thread; each figure is the median over
-rounds and each ratio the median of per-round ratios (../shared/BENCHMARKING.md). Peak memory is
+rounds and each ratio the median of per-round ratios (docs/benchmarking.md). Peak memory is
 measured in a fresh subprocess per contender (ru_maxrss growth over one forward+backward).
 Needs the `bench` extra (`pip install -e .[bench]`) for titans-pytorch.
 """

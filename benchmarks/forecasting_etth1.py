@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = ("titans", "dlinear", "transformer")
 HORIZONS = (96, 192, 336, 720)
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-# Published ETTh1 averages (lookback 96, horizons 96-720; TITANS.md section 4).
+# Published ETTh1 averages (lookback 96, horizons 96-720; docs/method.md section 4).
 PAPER = {"Titans (paper)": (0.420, 0.421), "DLinear (paper)": (0.456, 0.452)}
 
 

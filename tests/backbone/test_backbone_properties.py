@@ -1,4 +1,4 @@
-"""Properties every variant must hold (TITANS.md section 5): causality, pieces == whole, batch
+"""Properties every variant must hold (docs/method.md section 5): causality, pieces == whole, batch
 independence, bounded state, gradients everywhere, padding."""
 
 import pytest

@@ -55,7 +55,7 @@ def _tensors(obj: Any):
 
 
 class TitansBackbone(nn.Module):
-    """``depth`` TitansBlocks and a final RMSNorm (TITANS.md section 3).
+    """``depth`` TitansBlocks and a final RMSNorm (docs/method.md section 3).
 
     Parameters, with D = dim, F = mlp_hidden, P = persistent_tokens, N = depth:
     every block has an MLP (3 D F) and two RMSNorm scales (2 D); the mixer adds

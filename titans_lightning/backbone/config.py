@@ -62,7 +62,7 @@ class TitansConfig:
     """SwiGLU hidden width; None = 8/3 * dim rounded up to a multiple of 32."""
     chunk_size: Optional[int] = None
     """Memory chunk size b: inside a chunk every surprise gradient is taken at the chunk-start
-    weights (TITANS.md 1.1); 1 is the pure recurrence."""
+    weights (docs/method.md section 1.1); 1 is the pure recurrence."""
     segment_len: Optional[int] = None
     """MAC segment length C: attention runs within a segment, memory is read before it."""
     memory_tokens: Optional[int] = None
@@ -94,7 +94,7 @@ class TitansConfig:
     layer instead of one per token; more expressive, slower (a b x b mixing per channel)."""
     mac_memory_input: Literal["attention", "residual"] = "attention"
     """What MAC writes into its memory and queries it with for the gate: "attention" = the
-    attention output y (TITANS.md section 3, literally); "residual" = norm(x) + y, the attention
+    attention output y (docs/method.md section 3, literally); "residual" = norm(x) + y, the attention
     sub-layer's output with its (normed) input, as the residual stream carries it. At
     initialisation y is close to an average over the segment, so "attention" writes nearly the
     same key for every token; "residual" keeps each token's own identity in the write."""

@@ -1,4 +1,4 @@
-"""MAC, memory as context (TITANS.md section 3).
+"""MAC, memory as context (docs/method.md section 3).
 
 Shape legend: B batch, T new tokens of one segment piece, D model width, C segment_len,
 M long-term memory tokens visible in the segment, P persistent tokens, H heads, d head width.

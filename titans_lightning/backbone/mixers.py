@@ -1,4 +1,4 @@
-"""Token mixers of the baselines and of MAG, MAL and LMM (TITANS.md section 3; MAC is in mac.py).
+"""Token mixers of the baselines and of MAG, MAL and LMM (docs/method.md section 3; MAC is in mac.py).
 
 Shape legend: B batch, T new tokens, D model width, P persistent tokens, W window.
 

@@ -1,4 +1,4 @@
-"""The slow reference of MAC (TITANS.md section 3), written as literally as possible.
+"""The slow reference of MAC (docs/method.md section 3), written as literally as possible.
 
 Everything is recomputed from the start of the stream for each segment and each query is
 attended to on its own, so this is quadratic and only for tests on tiny inputs. The fast

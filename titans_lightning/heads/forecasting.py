@@ -3,7 +3,7 @@
 Shape legend: B windows, L lookback, H horizon, C target channels, K covariate channels,
 N = B * C univariate series (channel independence), P patches (tokens) per series, D width.
 
-The Titans forecaster (Behrouz et al. 2025, section 4 of TITANS.md: the memory as the token mixer
+The Titans forecaster (Behrouz et al. 2025, section 4 of docs/method.md: the memory as the token mixer
 of a time-series model) is ``RevIN -> patches -> backbone -> flatten head -> RevIN^-1``, applied
 to every channel separately with shared weights, as PatchTST (Nie et al. 2023) does:
 

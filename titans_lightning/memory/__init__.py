@@ -1,4 +1,4 @@
-"""The neural long-term memory (TITANS.md section 1): fast op, slow reference, layer."""
+"""The neural long-term memory (docs/method.md section 1): fast op, slow reference, layer."""
 
 from .functional import neural_memory
 from .layer import MemoryState, NeuralMemory

@@ -1,4 +1,4 @@
-"""Decay and momentum coefficients of the chunked memory, in log space (TITANS.md 1.1).
+"""Decay and momentum coefficients of the chunked memory, in log space (docs/method.md section 1.1).
 
 Shape legend: B = independent memories, C = chunks, b = chunk_size, o = a layer's output channels.
 See `functional.py` for the formulas these coefficients enter.

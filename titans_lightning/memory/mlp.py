@@ -2,7 +2,7 @@
 
 Shape legend: N = independent memories (batch x heads), n = tokens, i/o = a layer's in/out width.
 
-`M(x) = W_L s(... s(W_1 x))` (TITANS.md section 1): a bias-free MLP whose weights are per-memory
+`M(x) = W_L s(... s(W_1 x))` (docs/method.md section 1): a bias-free MLP whose weights are per-memory
 tensors `W_l` of shape (N, o, i). Depth 1 is a matrix memory. The fast path's hand-written
 derivatives of these activations live in `chunk.py`.
 """

@@ -1,4 +1,4 @@
-"""The slow reference: the token-by-token loop of TITANS.md section 1.1, literally.
+"""The slow reference: the token-by-token loop of docs/method.md section 1.1, literally.
 
 It exists to be read and to test the fast path against (`functional.neural_memory`); it uses
 autograd (`torch.func.grad`) for the surprise, so it shares no backprop code with the fast path.
