@@ -75,9 +75,11 @@ def chunk_products_gflops(config: TitansConfig, batch: int) -> float:
 NO_WRITE = "-nowrite"  # suffix of a --floor contender: the variant with its memory writes stubbed
 
 
-def _write_stand_in(q, k, v, lr, momentum, decay, weights, chunk_size, activation, state, mask, output_norm):
+def _write_stand_in(q, k, v, lr, momentum, decay, weights, chunk_size, activation, state, mask, output_norm,
+                    *options):
     """Stands in for `neural_memory` under --floor: one elementwise pass that keeps q, k, v and
-    the gates in the graph (their projections still train); the memory state is not advanced."""
+    the gates in the graph (their projections still train); the memory state is not advanced.
+    `options` (checkpoint_segment, step) do not apply to it."""
     fast = state if state is not None else FastWeightState.initial(list(weights))
     return q + k + v + (lr + momentum + decay)[..., None], fast
 

@@ -59,14 +59,31 @@ def test_the_glob_finds_the_fragments():
     assert {"trainer/cpu.yaml", "trainer/ddp.yaml", "trainer/fsdp.yaml", "logger/wandb.yaml"} <= set(ids(FRAGMENTS))
 
 
+def class_paths(items: list[dict]) -> list[str]:
+    return [item["class_path"] for item in items or []]
+
+
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=ids(FRAGMENTS))
 def test_fragment_composes_with_a_domain_recipe(fragment, capsys):
     merged = print_config(["-c", str(EXTERNAL_RECIPE), "-c", str(fragment)], capsys)
     for path, value in leaves(yaml.safe_load(fragment.read_text())):
-        if isinstance(value, str) and "${" in value:
+        if path[-1].endswith("+"):  # `key+:` appends to the list at `key`: the merged list ends with it
+            merged_list = lookup(merged, (*path[:-1], path[-1][:-1]))
+            assert class_paths(merged_list)[-len(value):] == class_paths(value), f"{'.'.join(path)} not appended"
+        elif isinstance(value, str) and "${" in value:
             assert "${" not in str(lookup(merged, path)), f"{'.'.join(path)} left unresolved"
         else:
             assert lookup(merged, path) == value, f"{'.'.join(path)} did not take the fragment's value"
+
+
+def test_gpu_fragment_adds_matmul_precision_and_keeps_the_recipe_callbacks(capsys):
+    """gpu.yaml appends its callback (`callbacks+`); a plain list would drop the recipe's own."""
+    recipe = REPO / "recipes/lm/quickstart.yaml"
+    own = class_paths(yaml.safe_load(recipe.read_text())["trainer"]["callbacks"])
+    merged = print_config(["-c", str(recipe), "-c", str(REPO / "recipes/trainer/gpu.yaml")], capsys)
+    callbacks = merged["trainer"]["callbacks"]
+    assert own and class_paths(callbacks) == [*own, "titans_lightning.callbacks.MatmulPrecision"]
+    assert callbacks[-1]["init_args"] == {"precision": "high"}
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=ids(RECIPES))

@@ -4,7 +4,9 @@ import pytest
 import torch
 from backbone_cases import randn
 
-from titans_lightning.backbone.attention import Attention, KVCache, Prefix, full_attention, sliding_attention
+from titans_lightning.backbone.attention import (
+    Attention, KVCache, Prefix, apply_rope, full_attention, rope_angles, sliding_attention,
+)
 
 
 def dense_reference(q, k, v, valid, window, prefix):
@@ -69,3 +71,49 @@ def test_sliding_cache_keeps_exactly_window_minus_one_slots():
         _, cache = attn(randn(1, 1, 8, seed=t), torch.tensor([t]), torch.ones(1, 1, dtype=torch.bool), cache)
         assert isinstance(cache, KVCache) and cache.length == 3
     assert cache.valid.all()
+
+
+def _sdpa_input_dtypes(monkeypatch) -> list:
+    """Record the dtypes of (q, k, v) of every SDPA call the attention module makes."""
+    import titans_lightning.backbone.attention as attention
+
+    seen, sdpa = [], attention.F.scaled_dot_product_attention
+
+    def recording(q, k, v, *args, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", recording)
+    return seen
+
+
+@pytest.mark.parametrize("window", [None, 4], ids=["full", "window"])
+def test_bf16_autocast_keeps_q_and_k_in_bf16(window, monkeypatch):
+    """RoPE angles and the start cache come in the float32 residual's dtype; neither may upcast
+    the bf16 projections, so SDPA gets bf16 q, k, v. In float32 nothing changes dtype."""
+    torch.manual_seed(0)
+    attn = Attention(16, 2, persistent_tokens=2, window=window)
+    x, positions = torch.randn(2, 9, 16), torch.arange(5, 14)
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    seen = _sdpa_input_dtypes(monkeypatch)
+    reference, _ = attn(x, positions, valid, attn.empty_cache(2, x))
+    assert seen == [(torch.float32,) * 3]
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, _, _ = attn.project(x, positions)
+        out, cache = attn(x, positions, valid, attn.empty_cache(2, x))
+    assert q.dtype == k.dtype == cache.k.dtype == torch.bfloat16
+    assert seen == [(torch.bfloat16,) * 3]
+    torch.testing.assert_close(out.float(), reference, rtol=0.05, atol=0.05 * reference.abs().max().item())
+
+
+def test_rope_rotates_float32_as_the_complex_product():
+    """q e^{i pos freq} over the (x1, x2) halves, float32 against float64."""
+    x, positions = randn(2, 2, 6, 8).float(), torch.arange(10**5, 10**5 + 6)
+    cos, sin = rope_angles(positions, 8, 10000.0, torch.float32)
+    rotated = apply_rope(x, cos, sin)
+    freq = 10000.0 ** (-torch.arange(0, 8, 2, dtype=torch.float64) / 8)
+    turn = torch.polar(torch.ones(6, 4, dtype=torch.float64), positions.double()[:, None] * freq)
+    expected = torch.view_as_real(torch.complex(*x.double().chunk(2, -1)) * turn).unbind(-1)
+    assert rotated.dtype == torch.float32
+    torch.testing.assert_close(rotated.double(), torch.cat(expected, -1), rtol=0, atol=1e-5)

@@ -60,9 +60,14 @@ def rope_angles(positions: Tensor, head_dim: int, base: float, dtype: torch.dtyp
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate (B, H, T, d) by (T, d/2) angles (rotate-half convention)."""
+    """Rotate (B, H, T, d) by (T, d/2) angles (rotate-half convention); returns x's dtype.
+
+    The rotation runs in the wider of the two dtypes (float32 angles with bf16 q/k under autocast:
+    one rounding, of the result) and comes back in x's own, so bf16 q/k reach SDPA as bf16, not
+    upcast by the residual stream's float32 angles. Equal dtypes: the same ops as without a cast.
+    """
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,12 @@ class KVCache:
         return KVCache(self.k.detach(), self.v.detach(), self.valid)
 
     def append(self, k: Tensor, v: Tensor, valid: Tensor) -> "KVCache":
-        """Concatenate new (B, H, T, d) keys/values and (B, T) validity."""
-        return KVCache(torch.cat((self.k, k), 2), torch.cat((self.v, v), 2), torch.cat((self.valid, valid), 1))
+        """Concatenate new (B, H, T, d) keys/values and (B, T) validity, in the new keys' dtype.
+
+        The cache follows the projections' dtype: a start cache made like the float32 residual
+        would otherwise promote bf16 keys/values (autocast) to float32 on their way to SDPA."""
+        old_k, old_v = self.k.to(k.dtype), self.v.to(v.dtype)
+        return KVCache(torch.cat((old_k, k), 2), torch.cat((old_v, v), 2), torch.cat((self.valid, valid), 1))
 
     def last(self, n: int) -> "KVCache":
         """The last ``n`` slots (n may be 0), copied so the cache never pins a long call's keys."""
@@ -197,7 +206,7 @@ def _blocks_to_batch(x: Tensor, n: int) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head causal self-attention with RoPE and persistent tokens (TITANS.md section 2).
+    """Multi-head causal self-attention with RoPE and persistent tokens (docs/method.md section 2).
 
     ``window=None`` is full causal attention (a growing cache); otherwise a sliding window of
     ``window`` keys per query (a cache of exactly ``window - 1`` slots). Persistent tokens are

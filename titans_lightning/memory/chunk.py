@@ -29,6 +29,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .precision import autocast_off
+
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -120,7 +122,14 @@ def _halves(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _side_by_side(x: Tensor, left: Tensor, right: Tensor) -> Tensor:
-    """(N, n, i) and per-row scales (N, n, 1) -> (N, n, 2i) = [left * x | right * x], one buffer."""
+    """(N, n, i) and per-row scales (N, n, 1) -> (N, n, 2i) = [left * x | right * x], one buffer.
+
+    Under torch.compile the halves are joined by `cat` (dynamo refuses `out=` into strided views;
+    inductor fuses both products and the join into one kernel). Eager writes each product into
+    its half of one buffer: `cat` (or a broadcast product) measured up to 2x slower at b = 64.
+    """
+    if torch.compiler.is_compiling():
+        return torch.cat((x * left, x * right), -1)
     out = x.new_empty(*x.shape[:-1], 2 * x.shape[-1])
     torch.mul(x, left, out=out[..., : x.shape[-1]])
     torch.mul(x, right, out=out[..., x.shape[-1] :])
@@ -158,12 +167,28 @@ def _chunk_end(WS, h, delta, beta_end, f_end, g_end, m_end, m_mix):
     out = []
     for ws, hh, d in zip(WS, h, delta):
         W, S = _halves(ws)
-        base = torch.empty_like(ws)
-        left, right = _halves(base)
-        torch.mul(W, beta_end, out=left).addcmul_(S, f_end)
-        torch.mul(S, m_end, out=right)
+        if torch.compiler.is_compiling():  # no `out=` into halves (see `_side_by_side`)
+            base = torch.cat((torch.addcmul(W * beta_end, S, f_end), S * m_end), -1)
+        else:
+            base = torch.empty_like(ws)
+            left, right = _halves(base)
+            torch.mul(W, beta_end, out=left).addcmul_(S, f_end)
+            torch.mul(S, m_end, out=right)
         out.append(base.baddbmm_(d.mT, _side_by_side(hh, g_end, m_mix), alpha=-1))
     return out
+
+
+def _end_grad(d_ws: Tensor, b_end: Tensor, f_end: Tensor, m_e: Tensor) -> Tensor:
+    """d/dWS through the chunk end's decay terms: d_ws = [dW | dS] = d/dWS' (N, o, 2i), per-memory
+    scales (N, 1, 1) -> (N, o, 2i) [b_end dW | f_end dW + m_e dS]."""
+    dW, dS = _halves(d_ws)
+    if torch.compiler.is_compiling():  # no `out=` into halves (see `_side_by_side`)
+        return torch.cat((dW * b_end, torch.addcmul(dW * f_end, dS, m_e)), -1)
+    grad = torch.empty_like(d_ws)
+    left, right = _halves(grad)
+    torch.mul(dW, b_end, out=left)
+    torch.mul(dW, f_end, out=right).addcmul_(dS, m_e)
+    return grad
 
 
 def _ref_weights(WS, R):
@@ -181,7 +206,10 @@ class ChunkStep(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, activation, L, output_norm, q, k, v, beta, f, G, m_end, m_mix, *weights):
+    def forward(ctx, activation, L, output_norm, *tensors):
+        # one *tensors: dynamo (torch 2.13) drops ctx when the argument count happens to equal the
+        # number of forward's parameters (depth 2, no R, no grad), shifting every argument by one
+        q, k, v, beta, f, G, m_end, m_mix, *weights = tensors
         WS, R_given = weights[:L], weights[L:]
         R = _ref_weights(WS, R_given)
         act, act_backward, _ = DERIVATIVES[activation]
@@ -197,8 +225,17 @@ class ChunkStep(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy, *d_new):
+        saved = list(ctx.saved_tensors)  # unpacked once: a checkpointed segment allows no second unpack
+        # `loss.backward()` inside an autocast region would run this under it: bf16 products would
+        # meet the float32 accumulators (baddbmm_). The forward ran in float32 (float64), so does this.
+        with autocast_off(saved[0].device):
+            return ChunkStep._backward(ctx, saved, dy, d_new)
+
+    @staticmethod
+    def _backward(ctx, saved: list[Tensor], dy: Optional[Tensor], d_new: tuple) -> tuple:
+        """The body of `backward`: gradients of (q, k, v, gates, WS[, R]) from dy (N,b,o_L) and
+        d_new (one dWS' per layer, or None), with `saved` the unpacked saved tensors."""
         L = ctx.L
-        saved = list(ctx.saved_tensors)
         v, beta, f, G, m_end, m_mix, k, q = saved[:8]
         WS, saved = saved[8 : 8 + L], saved[8 + L :]
         R_given, saved = (saved[:L], saved[L:]) if ctx.separate_ref else ([], saved)
@@ -222,6 +259,16 @@ class ChunkStep(torch.autograd.Function):
         for dws, dr in zip(dWS, grads.R):
             _halves(dws)[0].add_(dr)
         return (None, None, None, dq, dk, dv, *grads.gates(), *dWS)
+
+
+def chunk_step(activation: str, L: int, output_norm: bool, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """One chunk as a plain function: `ChunkStep.apply(activation, L, output_norm, *tensors)`,
+    same arguments and returns (y (N, b, o_L), then WS'_0..WS'_{L-1} (N, o_l, 2i_l)).
+
+    The default step of `neural_memory` and `NeuralMemory`; `parallelize.compile_memory` hands
+    them `torch.compile` of this function instead (one graph holding forward and backward).
+    """
+    return ChunkStep.apply(activation, L, output_norm, *tensors)
 
 
 def _add(total: Optional[Tensor], x: Tensor) -> Tensor:
@@ -261,10 +308,7 @@ class _Grads:
             if d_ws is None:
                 continue
             (W, S), (dW, dS), hh = _halves(WS[layer]), _halves(d_ws), h[layer]
-            grad = torch.empty_like(d_ws)
-            left, right = _halves(grad)
-            torch.mul(dW, b_end, out=left)
-            torch.mul(dW, f_end, out=right).addcmul_(dS, m_e)
+            grad = _end_grad(d_ws, b_end, f_end, m_e)
             self.WS[layer] = _add(self.WS[layer], grad)
             self.beta[:, -1] += (dW * W).sum((1, 2))
             self.f[:, -1] += (dW * S).sum((1, 2))

@@ -1,4 +1,4 @@
-"""The fast path of the neural memory: chunked, parallel inside each chunk (TITANS.md 1.1).
+"""The fast path of the neural memory: chunked, parallel inside each chunk (docs/method.md section 1.1).
 
 Shape legend: B = independent memories (batch, or batch x heads), T = tokens in this call,
 C = chunks on the grid, b = chunk_size, i/o = a memory layer's in/out width.
@@ -18,7 +18,7 @@ weights `W` and momentum `S` at the chunk's start, gradient of token s = delta_s
 
 so retrieval at every token's own weights is three matmuls per layer (the "dual form"), and the
 only sequential step is from one chunk to the next. A masked token has theta = alpha = 0,
-eta = 1 and u = 0, which leaves weights and momentum exactly unchanged (TITANS.md pitfall 4).
+eta = 1 and u = 0, which leaves weights and momentum exactly unchanged (docs/method.md pitfall 4).
 The call is laid on a grid of whole chunks at absolute positions; grid cells before the stream's
 position or after its end are such identity tokens, so streams cut anywhere continue exactly.
 """
@@ -26,17 +26,18 @@ position or after its end are such identity tokens, so streams cut anywhere cont
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .channel import run_channel_chunks
-from .chunk import ChunkStep
+from .chunk import chunk_step
 from .gates import chunk_gates
 from .grid import Grid
 from .mlp import get_activation
+from .precision import autocast_off
 from .state import FastWeightState
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -58,8 +59,9 @@ def neural_memory(
     mask: Optional[Tensor] = None,
     output_norm: bool = False,
     checkpoint_segment: int = 0,
+    step: Callable[..., tuple[Tensor, ...]] = chunk_step,
 ) -> tuple[Tensor, FastWeightState]:
-    """Store every token into the memory and retrieve after each store (TITANS.md 1.1).
+    """Store every token into the memory and retrieve after each store (docs/method.md section 1.1).
 
     Args:
         q, k: (B, T, i_1) queries and keys; v: (B, T, o_L) values.
@@ -79,6 +81,10 @@ def neural_memory(
         checkpoint_segment: K > 0 keeps one chunk state in K for backward and recomputes the
             others (activation checkpointing of the recurrence; exact). 0 keeps every chunk's.
             The per-channel path always recomputes chunk by chunk.
+        step: the chunk step, called once per chunk with `chunk.chunk_step`'s arguments; the
+            eager `chunk_step` by default, its compiled form from `parallelize.compile_memory`
+            (the loop over chunks stays in Python: one small graph, not one per sequence).
+            The per-channel path does not use it.
     Returns:
         y: (B, T, o_L) with y_t = M_{W_t}(q_t); the new state (float32, or float64 for float64
         inputs, also under autocast).
@@ -87,7 +93,7 @@ def neural_memory(
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     dtype = _compute_dtype(q)
     per_channel = not torch.is_tensor(decay)
-    with torch.autocast(q.device.type, enabled=False):
+    with autocast_off(q.device):
         q, k, v, lr, momentum = (x.to(dtype) for x in (q, k, v, lr, momentum))
         if state is None:
             state = FastWeightState.initial([w.to(dtype) for w in weights])
@@ -100,7 +106,7 @@ def neural_memory(
         momentum = torch.where(write > 0, momentum, torch.ones_like(momentum))
         get_activation(activation)  # fail early on an unknown name
         args = (q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm)
-        y, new_state = run_channel_chunks(*args) if per_channel else _run_chunks(*args, checkpoint_segment)
+        y, new_state = run_channel_chunks(*args) if per_channel else _run_chunks(*args, checkpoint_segment, step)
     return y, new_state
 
 
@@ -115,7 +121,7 @@ def _check_decays(decay: Sequence[Tensor], weights: Sequence[Tensor], dtype) -> 
 
 
 def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activation, output_norm,
-                checkpoint_segment=0):
+                checkpoint_segment=0, step=chunk_step):
     """Lay the call on the chunk grid, precompute all gates, then step chunk by chunk.
 
     Weights and momentum travel as one (N, o, 2i) tensor `[W | S]` per layer (see `chunk.py`);
@@ -136,8 +142,8 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
         """Chunks first..last-1 from the chunk-start WS (and reference) -> (y of each..., WS')."""
         ys = []
         for c in range(first, last):
-            y, *WS = ChunkStep.apply(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c],
-                                     m_end[c], m_mix[c], *WS, *ref)
+            y, *WS = step(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c],
+                          m_end[c], m_mix[c], *WS, *ref)
             ys.append(y)
             ref = ()
         return (*ys, *WS)

@@ -1,4 +1,4 @@
-"""`NeuralMemory`: the long-term memory module of Titans (TITANS.md section 1) as an nn.Module.
+"""`NeuralMemory`: the long-term memory module of Titans (docs/method.md section 1) as an nn.Module.
 
 Shape legend: B = batch, T = tokens, D = model width, H = heads, d = head width (dim_head),
 N = B * H independent memories.
@@ -19,8 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .chunk import chunk_step
 from .functional import neural_memory
 from .mlp import get_activation, mlp_forward
+from .precision import autocast_off
 from .state import FastWeightState
 
 
@@ -137,6 +139,8 @@ class NeuralMemory(nn.Module):
         # chunks per state kept for backward (0 = every chunk's); set from outside by
         # parallelize.checkpoint_blocks, see neural_memory's checkpoint_segment
         self.checkpoint_segment = 0
+        # the chunk step neural_memory calls (eager); parallelize.compile_memory swaps in a compiled one
+        self.chunk_step = chunk_step
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -208,6 +212,7 @@ class NeuralMemory(nn.Module):
         y, fast = neural_memory(
             q, k, target, lr, momentum, decay, state.fast.weights, self.chunk_size,
             self.activation, state.fast, head_mask, self.memory_norm, self.checkpoint_segment,
+            self.chunk_step,
         )
         if self.residual_memory:
             y = y + q.to(y.dtype)
@@ -231,7 +236,7 @@ class NeuralMemory(nn.Module):
         )
         q = F.normalize(self._heads(F.silu(proj)), dim=-1)
         weights = state.fast.weights
-        with torch.autocast(x.device.type, enabled=False):
+        with autocast_off(x.device):
             y = mlp_forward(weights, q.to(weights[0].dtype), self.activation, self.memory_norm)
         if self.residual_memory:
             y = y + q.to(y.dtype)
