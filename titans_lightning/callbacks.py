@@ -1,4 +1,5 @@
-"""Small callbacks shared by every domain: figures to W&B and PNG, training throughput.
+"""Small callbacks shared by every domain: figures to W&B and PNG, training throughput, the
+float32 matmul precision (TF32 on GPUs).
 
 A domain plots by subclassing :class:`FigureLogger` and writing ``make_figures``; a recipe adds
 it under ``trainer.callbacks``. ``run_directory`` names the folder of a run (the one that holds
@@ -10,7 +11,7 @@ from __future__ import annotations
 import abc
 import os
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -36,10 +37,11 @@ def run_directory(trainer: Trainer) -> str:
 class FigureLogger(Callback, abc.ABC):
     """Base callback for a domain's plots (forecasts, attention maps, memory statistics).
 
-    After every ``every_n_evals``-th validation, rank 0 calls ``make_figures``; each figure is
-    saved as ``<run dir>/figures/<name>-step<N>.png`` and logged to every ``WandbLogger`` as an
-    image under ``<name>``. ``make_figures`` runs on rank 0 only, so it must not run collectives
-    (under FSDP, plot what ``validation_step`` stored rather than calling the model).
+    After every ``every_n_evals``-th validation, every rank calls ``make_figures`` (so that it may
+    run the model: under FSDP each forward needs all ranks); rank 0 saves each figure as
+    ``<run dir>/figures/<name>-step<N>.png`` and logs it to every ``WandbLogger`` as an image
+    under ``<name>``, the other ranks discard theirs. ``make_figures`` must therefore make the
+    same model calls on every rank.
     Prefer ``matplotlib.figure.Figure()`` over ``pyplot``: it needs no display backend.
     """
 
@@ -61,9 +63,12 @@ class FigureLogger(Callback, abc.ABC):
         if trainer.sanity_checking:
             return
         self.evals += 1
-        if (self.evals - 1) % self.every_n_evals or not trainer.is_global_zero:
+        if (self.evals - 1) % self.every_n_evals:
             return
         for name, figure in self.make_figures(trainer, pl_module).items():
+            if not trainer.is_global_zero:
+                release(figure)
+                continue
             path = self.save_png(name, figure, trainer.global_step)
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
@@ -71,14 +76,19 @@ class FigureLogger(Callback, abc.ABC):
 
     def save_png(self, name: str, figure: Figure, step: int) -> str:
         """Write ``figure`` under the run's ``figures/`` folder, release it, return the path."""
-        import matplotlib.pyplot as plt  # only to release figures made through pyplot
-
         folder = os.path.join(self.run_dir or ".", "figures")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"{name.replace('/', '_')}-step{step}.png")
         figure.savefig(path, dpi=100)
-        plt.close(figure)
+        release(figure)
         return path
+
+
+def release(figure: Figure) -> None:
+    """Free a figure, also when it was made through pyplot (which keeps a reference)."""
+    import matplotlib.pyplot as plt  # only to release figures made through pyplot
+
+    plt.close(figure)
 
 
 class Throughput(Callback):
@@ -111,3 +121,25 @@ class Throughput(Callback):
         pl_module.log("perf/samples_per_sec", self.samples / elapsed, batch_size=1)
         pl_module.log("perf/tokens_per_sec", self.tokens / elapsed, batch_size=1)
         self.start, self.samples, self.tokens = time.perf_counter(), 0, 0
+
+
+class MatmulPrecision(Callback):
+    """Sets ``torch.set_float32_matmul_precision(precision)`` when the run is set up.
+
+    ``"high"`` lets float32 matmuls use TF32 tensor cores on Ampere and newer NVIDIA GPUs (a
+    10-bit mantissa for the products, float32 accumulation): several times the float32 throughput,
+    a precision loss that mixed-precision training already accepts (convolutions follow
+    ``torch.backends.cudnn.allow_tf32``, on by default). Lightning's Trainer has no such option (it
+    only prints a hint at device setup, before this hook runs); ``recipes/trainer/gpu.yaml`` adds
+    this callback. On CPU ``"high"`` changes nothing (no TF32 units; ``"medium"`` may let oneDNN use
+    bf16). The setting is process-wide and stays after the run.
+
+    Args:
+        precision: ``"highest"`` (full float32), ``"high"`` (TF32) or ``"medium"`` (bf16 products).
+    """
+
+    def __init__(self, precision: Literal["highest", "high", "medium"] = "high") -> None:
+        self.precision = precision
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        torch.set_float32_matmul_precision(self.precision)

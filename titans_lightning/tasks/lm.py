@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.text import Perplexity
@@ -158,15 +157,14 @@ class GeneratedTextWriter(BasePredictionWriter):
 class TextSampler(Callback):
     """After every ``every_n_evals``-th validation, prints ``val/bpb`` and a short sample.
 
-    Runs the model on rank 0 only: fine on one device or under DDP, not under FSDP (a sharded
-    model needs every rank in its forward).
+    Every rank samples (the same number of model calls: under FSDP each forward needs all ranks);
+    rank 0 prints its sample.
     """
 
     def __init__(self, prompt: str = "", max_new_tokens: int = 120, every_n_evals: int = 1) -> None:
         self.prompt, self.max_new_tokens, self.every_n_evals = prompt, max_new_tokens, every_n_evals
         self.evals = 0
 
-    @rank_zero_only
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
             return
@@ -177,6 +175,8 @@ class TextSampler(Callback):
         ids = [tokenizer.eod_id, *tokenizer.encode(self.prompt).tolist()]
         prompt = torch.tensor([ids], device=pl_module.device)
         tokens = pl_module.generate(prompt, self.max_new_tokens)[0].tolist()
+        if not trainer.is_global_zero:
+            return
         bpb = trainer.callback_metrics.get("val/bpb")
         head = f"step {trainer.global_step}: val/bpb {float(bpb):.3f}" if bpb is not None else f"step {trainer.global_step}"
         prompt_text, continuation = decode_sample(trainer, tokens, len(ids))
