@@ -4,7 +4,9 @@ A domain's DataModule subclasses :class:`TitansDataModule`, builds its datasets 
 returns loaders made by :meth:`TitansDataModule.loader`. It states what the model must know about
 the data (vocabulary size, number of items, channels, classes) in ``data_sizes``; the CLI links
 that dict to the task's ``data_sizes`` argument, so a recipe never repeats it and a new domain
-needs no CLI change. This package never imports the model.
+needs no CLI change. Files a run keeps besides its checkpoints (a tokenizer) are written by
+:meth:`TitansDataModule.save_artifacts`, which the CLI calls with the run folder. This package
+never imports the model.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ class TitansDataModule(LightningDataModule):
         the constructor arguments or a cheap scan of the source. Default: nothing.
         """
         return {}
+
+    def save_artifacts(self, run_dir: str) -> None:
+        """Write the files that later users of a run need, besides its checkpoints and
+        ``config.yaml``, into the run folder ``run_dir`` (e.g. the text DataModule's
+        ``tokenizer.json``, which ``titans-stream`` reads back). Default: nothing.
+
+        The CLI calls it once per command, on global rank zero only, after this module's ``setup``
+        (so what ``setup`` builds, such as a trained tokenizer, exists) and with ``run_dir``
+        already created. The CLI computes the folder (it knows the loggers); the data side is
+        handed it, so that this package never imports ``titans_lightning``. Without the CLI
+        (a bare ``Trainer``), call it yourself if you want the files.
+        """
 
     def loader(
         self,

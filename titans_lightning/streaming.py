@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Iterator, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import Tensor, nn
 
 
@@ -191,20 +192,44 @@ def token_pieces(source: BinaryIO, tokenizer: Any, chunk: int, block_bytes: int 
             return
 
 
+BYTE_VOCAB = 257  # UTF-8 bytes and the end-of-document token: the text side's byte tokenizer
+
+
 def find_tokenizer(checkpoint: Path, given: Optional[str], vocab_size: int) -> Any:
     """The tokenizer: ``given`` (``byte`` or a tokenizer.json), else the run's
-    ``<run>/tokenizer.json`` beside ``<run>/checkpoints/``, else bytes when the vocabulary is 257."""
-    from datamodules.text_tokenizers import ByteTokenizer, load_tokenizer
+    ``<run>/tokenizer.json`` beside ``<run>/checkpoints/``, else bytes when the vocabulary is 257.
 
-    if given == "byte":
-        return ByteTokenizer()
-    path = Path(given) if given else checkpoint.resolve().parent.parent / "tokenizer.json"
-    if path.is_file():
-        return load_tokenizer(path)
-    if given is None and vocab_size == ByteTokenizer().vocab_size:
-        return ByteTokenizer()
-    raise FileNotFoundError(f"titans-stream: no tokenizer at {str(path)!r}; pass --tokenizer byte or the "
-                            "tokenizer.json that the text DataModule wrote into the run folder")
+    It is read by ``load_tokenizer`` of the data class that the run's ``config.yaml`` names (the
+    text DataModules have one), so this module never imports the data side.
+    """
+    run_dir = checkpoint.resolve().parent.parent
+    path = Path(given) if given and given != "byte" else run_dir / "tokenizer.json"
+    if given == "byte" or (given is None and not path.is_file() and vocab_size == BYTE_VOCAB):
+        source = "byte"
+    elif path.is_file():
+        source = str(path)
+    else:
+        raise FileNotFoundError(f"titans-stream: no tokenizer at {str(path)!r}; pass --tokenizer byte or the "
+                                "tokenizer.json that the text DataModule wrote into the run folder")
+    return run_data_class(run_dir).load_tokenizer(source)
+
+
+def run_data_class(run_dir: Path) -> type:
+    """The data class named by ``<run_dir>/config.yaml`` (``data.class_path``, as ``titans fit``
+    wrote it), imported; it must offer ``load_tokenizer(source)``."""
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"titans-stream: no {str(config_path)!r}; the tokenizer is read by the data class "
+                                "that a run's config names: stream a checkpoint inside its `titans fit` run folder")
+    config = yaml.safe_load(config_path.read_text()) or {}
+    class_path = (config.get("data") or {}).get("class_path")
+    if not class_path:
+        raise ValueError(f"titans-stream: {str(config_path)!r} names no data.class_path")
+    module, name = class_path.rsplit(".", 1)
+    data_class = getattr(importlib.import_module(module), name)
+    if not callable(getattr(data_class, "load_tokenizer", None)):
+        raise TypeError(f"titans-stream: {class_path} has no load_tokenizer(source); streaming needs a text DataModule")
+    return data_class
 
 
 def load_lm(checkpoint: Path, device: str) -> nn.Module:

@@ -16,7 +16,7 @@ import argparse
 
 import polars as pl
 
-from datamodules.genomics import GenomicsClassificationDataModule
+from datamodules.dna import GenomicsClassificationDataModule
 
 
 def main() -> None:

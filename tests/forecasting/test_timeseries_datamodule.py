@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import torch
 
-from datamodules.timeseries import TimeSeriesDataModule, ett_borders
+from datamodules.timeseries.datamodule import TimeSeriesDataModule, ett_borders
 
 REPO = Path(__file__).resolve().parents[2]
 ETTH1 = REPO / "data" / "timeseries" / "ETTh1.csv"

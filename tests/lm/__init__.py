@@ -1,1 +1,1 @@
-"""Tests of the language-modelling domain (datamodules/text*.py, heads/lm.py, tasks/lm.py, recipes/lm/)."""
+"""Tests of the language-modelling domain (datamodules/text/, heads/lm.py, tasks/lm.py, recipes/lm/)."""

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import datamodules.text as text_module
+import datamodules.text.datamodule as text_module
 from datamodules.text import TextDataModule
-from datamodules.text_corpus import split_sizes
-from datamodules.text_tokenizers import BPETokenizer, ByteTokenizer
+from datamodules.text.corpus import split_sizes
+from datamodules.text.tokenizer import BPETokenizer, ByteTokenizer
 
 from .conftest import document
 

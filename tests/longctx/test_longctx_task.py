@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.niah import NeedleDataModule
+from datamodules.text import NeedleDataModule
 from titans_lightning.backbone import TitansConfig
 from titans_lightning.heads.lm import generate_by_recomputation
 from titans_lightning.streaming import read_prompt

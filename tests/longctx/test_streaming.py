@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from datamodules.text_tokenizers import BPETokenizer, ByteTokenizer
+from datamodules.text.tokenizer import BPETokenizer, ByteTokenizer
 from titans_lightning.backbone import TitansBackbone, TitansConfig
 from titans_lightning.heads.lm import LMHead
-from titans_lightning.streaming import LossStream, load_lm, run, token_pieces
+from titans_lightning.streaming import LossStream, find_tokenizer, load_lm, run, token_pieces
 
 TEXT = "To be, or not to be: that is the question.\nWhether 'tis nobler in the mind — to suffer.\n" * 4
 
@@ -87,3 +87,30 @@ def test_missing_checkpoint_and_bad_options_are_reported(tmp_path: Path):
         run([str(tmp_path / "nope.ckpt"), "-"])
     with pytest.raises(SystemExit):
         run([str(tmp_path / "nope.ckpt"), "-", "--chunk", "0"])
+
+
+def run_folder(tmp_path: Path, data_class: str) -> Path:
+    """A run folder whose config.yaml names ``data_class``; returns its (absent) checkpoint's path."""
+    (tmp_path / "config.yaml").write_text(f"data:\n  class_path: {data_class}\n  init_args: {{}}\n")
+    return tmp_path / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("data_class", ["datamodules.text.TextDataModule", "datamodules.niah.NeedleDataModule"],
+                         ids=["text", "old-niah-path"])
+def test_the_runs_tokenizer_is_read_by_the_data_class_its_config_names(data_class, tmp_path: Path):
+    checkpoint = run_folder(tmp_path, data_class)
+    bpe = BPETokenizer.train([TEXT] * 5, 300)
+    bpe.save(tmp_path / "tokenizer.json")
+    assert find_tokenizer(checkpoint, None, 300).encode(TEXT).tolist() == bpe.encode(TEXT).tolist()
+    assert isinstance(find_tokenizer(checkpoint, "byte", 300), ByteTokenizer)
+    (tmp_path / "tokenizer.json").unlink()
+    assert isinstance(find_tokenizer(checkpoint, None, 257), ByteTokenizer)  # a byte-level run keeps no file
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        find_tokenizer(checkpoint, None, 300)
+
+
+def test_a_run_without_config_or_with_a_non_text_data_class_is_reported(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        find_tokenizer(tmp_path / "checkpoints" / "last.ckpt", "byte", 257)
+    with pytest.raises(TypeError, match="load_tokenizer"):
+        find_tokenizer(run_folder(tmp_path, "datamodules.recsys.InteractionDataModule"), "byte", 257)

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from datamodules.recsys import InteractionDataModule, training_windows
+from datamodules.recsys.datamodule import InteractionDataModule, training_windows
 
 # user 1: items 11..17 (7 interactions), user 2: 21..23 (the minimum, 3)
 ROWS = [(1, 11 + t, t) for t in range(7)] + [(2, 21 + t, t) for t in range(3)]

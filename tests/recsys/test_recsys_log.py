@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from datamodules.recsys_log import read_interactions
+from datamodules.recsys.log import read_interactions
 
 # user, item, timestamp; user 10 has a tie (t=5) between items "b" then "a" in file order
 ROWS = [(10, "b", 5), (20, "x", 1), (10, "c", 9), (10, "a", 5), (20, "y", 2), (20, "z", 3), (10, "d", 1)]
@@ -91,7 +91,7 @@ def test_k_core_filters_until_stable(tmp_path):
 
 def test_short_users_are_dropped_with_a_logged_count(tmp_path, caplog):
     rows = ROWS + [(30, "a", 1), (30, "b", 2), (40, "c", 1)]
-    with caplog.at_level(logging.WARNING, logger="datamodules.recsys_log"):
+    with caplog.at_level(logging.WARNING, logger="datamodules.recsys.log"):
         log = read_interactions(write(tmp_path / "log.csv", frame(rows=rows)))
     assert sequences(log) == EXPECTED
     assert "dropped 2 of 4 users with fewer than 3 interactions" in caplog.text

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from datamodules.genomics_tokenizer import (CLS, PAD, InvalidNucleotideError, NucleotideTokenizer,
+from datamodules.dna.tokenizer import (CLS, PAD, InvalidNucleotideError, NucleotideTokenizer,
                                             reverse_complement, reverse_complement_tokens)
 
 TOKENIZER = NucleotideTokenizer()

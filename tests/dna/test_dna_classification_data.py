@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.genomics import GenomicsClassificationDataModule
-from datamodules.genomics_labels import stratified_split
-from datamodules.genomics_tokenizer import CLS, PAD, InvalidNucleotideError, reverse_complement_tokens
+from datamodules.dna import GenomicsClassificationDataModule
+from datamodules.dna.labels import stratified_split
+from datamodules.dna.tokenizer import CLS, PAD, InvalidNucleotideError, reverse_complement_tokens
 
 REPO = Path(__file__).resolve().parents[2]
 SPLICE = REPO / "data" / "dna" / "splice.csv"

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .genomics_tokenizer import PAD, NucleotideTokenizer, as_tensor, reverse_complement_tokens
+from .tokenizer import PAD, NucleotideTokenizer, as_tensor, reverse_complement_tokens
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from . import timeseries_io as io
-from .base import TitansDataModule
+from . import io
+from ..base import TitansDataModule
 
 SPLITS = ("train", "val", "test")
 ETT_MONTHS = (12, 4, 4)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.genomics import GenomicsPretrainDataModule
-from datamodules.genomics_fasta import FastaFormatError, read_fasta, split_held_out, tiled_windows
-from datamodules.genomics_tokenizer import PAD, InvalidNucleotideError, NucleotideTokenizer, reverse_complement_tokens
+from datamodules.dna import GenomicsPretrainDataModule
+from datamodules.dna.fasta import FastaFormatError, read_fasta, split_held_out, tiled_windows
+from datamodules.dna.tokenizer import PAD, InvalidNucleotideError, NucleotideTokenizer, reverse_complement_tokens
 
 TOKENIZER = NucleotideTokenizer()
 TWO_RECORDS = ">chr1 first record\nACGTAC\nGTNN\n\n>chr2\nggcc\n"

@@ -147,3 +147,8 @@ def load_tokenizer(path: Path) -> TextTokenizer:
     """The tokenizer that ``save`` wrote to ``path``."""
     spec = json.loads(path.read_text())
     return ByteTokenizer() if spec.get("kind") == "byte" else BPETokenizer.load(path)
+
+
+def open_tokenizer(source: str) -> TextTokenizer:
+    """``"byte"`` (nothing to read), or the tokenizer that ``save`` wrote to the file ``source``."""
+    return ByteTokenizer() if source == "byte" else load_tokenizer(Path(source))

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from .text_tokenizers import BPETokenizer, TextTokenizer, load_tokenizer, make_tokenizer
+from .tokenizer import BPETokenizer, TextTokenizer, load_tokenizer, make_tokenizer
 
 SPLITS = ("train", "val", "test")
 CACHE_FORMAT = 1  # bump when the layout of a cache folder changes

@@ -3,7 +3,7 @@ split, and the padded batches.
 
 Shape legend: B batch, T = longest sequence of the batch + 1 (the CLS token).
 
-Batch contract of :class:`~datamodules.genomics.GenomicsClassificationDataModule`::
+Batch contract of :class:`~datamodules.dna.GenomicsClassificationDataModule`::
 
     tokens  (B, T) int64  bases, then CLS right after the last base, then PAD
     mask    (B, T) bool   True on bases and CLS
@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .genomics_fasta import FastaFormatError, read_fasta
-from .genomics_tokenizer import CLS, PAD, NucleotideTokenizer, as_tensor, reverse_complement_tokens
+from .fasta import FastaFormatError, read_fasta
+from .tokenizer import CLS, PAD, NucleotideTokenizer, as_tensor, reverse_complement_tokens
 
 
 @dataclass

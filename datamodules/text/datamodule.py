@@ -20,12 +20,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from titans_lightning.callbacks import run_directory
-
-from .base import TitansDataModule
-from .text_corpus import PARAGRAPH, SPLITS, TokenCache, build_cache, cache_key, find_files, read_documents, \
+from ..base import TitansDataModule
+from .corpus import PARAGRAPH, SPLITS, TokenCache, build_cache, cache_key, find_files, read_documents, \
     split_documents
-from .text_tokenizers import ByteTokenizer, TextTokenizer
+from .tokenizer import ByteTokenizer, TextTokenizer, open_tokenizer
 
 
 class TokenWindows(Dataset):
@@ -187,7 +185,6 @@ class TextDataModule(TitansDataModule):
             self.predict_set = Prompts(self.prompts, self.tokenizer)
         else:
             self.datasets = {split: self.windows(split) for split in SPLITS if self.split_is_used(split)}
-        self.save_tokenizer_beside_run()
 
     def split_is_used(self, split: str) -> bool:
         return split == "train" or {"val": self.val_fraction, "test": self.test_fraction}[split] > 0
@@ -203,14 +200,18 @@ class TextDataModule(TitansDataModule):
         max_windows = None if split == "train" else self.max_eval_windows
         return TokenWindows(self.cache, split, self.seq_len, self.tokenizer.token_bytes(), max_windows)
 
-    def save_tokenizer_beside_run(self) -> None:
-        """Copy the tokenizer into the run folder (next to ``checkpoints/``) when a Trainer runs us."""
-        if self.trainer is None:
-            return
-        folder = Path(run_directory(self.trainer))
-        if self.trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(folder / "tokenizer.json")
+    def save_artifacts(self, run_dir: str) -> None:
+        """``<run_dir>/tokenizer.json``, next to ``checkpoints/``: a checkpoint is readable with
+        the tokenizer it was trained with even after the cache is gone (``titans-stream`` loads
+        it through :meth:`load_tokenizer`). Called by the CLI after ``setup``."""
+        self.tokenizer.save(Path(run_dir) / "tokenizer.json")
+
+    @staticmethod
+    def load_tokenizer(source: str) -> TextTokenizer:
+        """``"byte"``, or the tokenizer file ``source`` that :meth:`save_artifacts` wrote. Users of a
+        run (``titans-stream``) reach it through the data class its ``config.yaml`` names, so they
+        need not import this package."""
+        return open_tokenizer(source)
 
     # ---- loaders -----------------------------------------------------------------------------
 

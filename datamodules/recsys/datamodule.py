@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .base import TitansDataModule
-from .recsys_log import InteractionLog, read_interactions
+from ..base import TitansDataModule
+from .log import InteractionLog, read_interactions
 
 Split = Literal["val", "test", "predict"]
 #: how many of a user's last items each split holds out (the target and everything after it)
