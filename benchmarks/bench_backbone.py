@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.backbone.config import MEMORY_VARIANTS, VARIANTS
 from titans_lightning.memory import layer as memory_layer
 from titans_lightning.memory.state import FastWeightState
 
@@ -44,8 +45,6 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.flops import counted_flops, matmul_gflops, memory_chunk_bmm_gflops  # noqa: E402
 
-VARIANTS = ["mac", "mag", "mal", "lmm", "transformer", "swa"]
-MEMORY_VARIANTS = ("mac", "mag", "mal", "lmm")
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1099511627776", "MALLOC_TRIM_THRESHOLD_": "1099511627776"}
 TOKENS_PER_STEP = 8192
 
@@ -243,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     train = sub.add_parser("train")
     train.add_argument("--seqs", type=int, nargs="+", default=[1024, 4096, 8192])
-    train.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    train.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     train.add_argument("--rounds", type=int, default=3)
     train.add_argument("--flops", action="store_true",
                        help="also count each variant's matmul and attention GFLOP per step (benchmarks/flops.py)")
@@ -252,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
                             "lower bound on its step that gives (implies --flops)")
     decode = sub.add_parser("decode")
     decode.add_argument("--contexts", type=int, nargs="+", default=[1024, 65536])
-    decode.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    decode.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     decode.add_argument("--rounds", type=int, default=3)
     decode.add_argument("--steps", type=int, default=16)
     stream = sub.add_parser("stream")

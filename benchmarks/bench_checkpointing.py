@@ -31,6 +31,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_backbone import build, rss_mib, train_step  # noqa: E402
+from titans_lightning.backbone.config import VARIANTS  # noqa: E402
 from titans_lightning.memory import NeuralMemory  # noqa: E402
 from titans_lightning.parallelize import checkpoint_blocks  # noqa: E402
 
@@ -84,7 +85,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="mac", choices=["mac", "mag", "mal", "lmm", "transformer", "swa"])
+    parser.add_argument("--variant", default="mac", choices=VARIANTS)
     parser.add_argument("--seq", type=int, default=8192, help="tokens of the one training sequence")
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the first (median)")
     parser.add_argument("--segment", type=int, default=8, help="memory chunks per kept state in memory/both")

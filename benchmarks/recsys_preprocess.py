@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from datamodules.recsys import TrainingWindows, UserHistories
-from datamodules.recsys_log import read_interactions
+from datamodules.recsys.datamodule import TrainingWindows, UserHistories
+from datamodules.recsys.log import read_interactions
 
 
 def synthetic_log(n: int, users: int, items: int, seed: int = 0) -> pl.DataFrame:

@@ -1,11 +1,14 @@
-"""Every command in README.md and docs/ runs or parses, so that a documented command cannot rot.
+"""Every command in README.md, docs/ and experiments/ runs or parses, so that a documented command
+cannot rot.
 
 Commands come from the fenced code blocks (``bash``, ``sh``, ``shell``, ``console`` or no language)
-of ``README.md`` and ``docs/**/*.md``: lines joined at a trailing ``\\``, comments dropped, split at
-``|``, ``&&`` and ``;``, ``for x in a b; do ...; done`` taken at its first value, and ``VAR=value``,
-``env``, ``srun`` and ``torchrun ... -m`` prefixes removed. Kept: ``titans ...``,
-``titans-stream ...``, ``python -m titans_lightning.cli ...`` and ``python benchmarks/<script>.py``.
-The test ids are the commands as written (loop variables filled in).
+of ``README.md``, ``docs/**/*.md`` and ``experiments/**/*.md`` (the results beside each experiment):
+lines joined at a trailing ``\\``, comments dropped, split at ``|``, ``&&`` and ``;``,
+``for x in a b; do ...; done`` taken at its first value, and ``VAR=value``, ``env``, ``srun`` and
+``torchrun ... -m`` prefixes removed. Kept: ``titans ...``, ``titans-stream ...``,
+``python -m titans_lightning.cli ...``, ``python benchmarks/<script>.py`` and
+``python experiments/<domain>/<script>.py``. The test ids are the commands as written (loop
+variables filled in).
 
 - **run** for real, at debug size for two steps and two batches, writing under a temporary folder
   that stands in for ``runs/``: ``titans`` commands whose configs are debug recipes
@@ -16,8 +19,8 @@ The test ids are the commands as written (loop variables filled in).
   shipped file reads its first 4,096 tokens.
 - **parse** only: every other ``titans`` command (``--print_config`` of its own subcommand: GPU and
   multi-process fragments, real-size recipes, files of the user's), every other ``titans-stream``
-  (its argument parser), and every ``python benchmarks/...`` (the script's own argparse, stopped
-  right after parsing: a benchmark never runs here).
+  (its argument parser), and every ``python benchmarks/...`` and ``python experiments/...`` (the
+  script's own argparse, stopped right after parsing: a benchmark or experiment never runs here).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ import pytest
 import yaml
 from external_domain.runs import EXTERNAL_RECIPE, QUIET, REPO
 
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md")),
+        *sorted((REPO / "experiments").glob("**/*.md"))]
+SCRIPT = re.compile(r"^(?:benchmarks/\w+|experiments/\w+/\w+)\.py$")
 SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}
 SEPARATORS = {";", "&&", "||", "|", "&"}
 REDIRECTS = {">", ">>", "<"}
@@ -57,7 +62,8 @@ HELP_FLAGS = re.compile(r"^(--help|-h|--print_config(=.*)?|--[\w.]+\.help)$")
 
 @dataclass(frozen=True)
 class Command:
-    """One documented command: ``program`` is ``titans``, ``titans-stream`` or a benchmark script."""
+    """One documented command: ``program`` is ``titans``, ``titans-stream`` or a script's path
+    (a benchmark or an experiment)."""
 
     text: str
     source: str
@@ -150,7 +156,7 @@ def program_of(words: list[str]) -> Optional[tuple[str, list[str]]]:
         words = ["titans", *words[3:]]
     if words[:1] in (["titans"], ["titans-stream"]):
         return words[0], words[1:]
-    if len(words) >= 2 and words[0] in ("python", "python3") and re.match(r"^benchmarks/\w+\.py$", words[1]):
+    if len(words) >= 2 and words[0] in ("python", "python3") and SCRIPT.match(words[1]):
         return words[1], words[2:]
     return None
 
@@ -265,7 +271,7 @@ CASES = [pytest.param(c, id=c.text, marks=[pytest.mark.skip(reason=SKIPPED[c.tex
 # -- running -----------------------------------------------------------------------------------
 
 class Parsed(Exception):
-    """Raised right after a benchmark's argparse has accepted its arguments."""
+    """Raised right after a script's argparse has accepted its arguments."""
 
 
 def in_runs(args: tuple[str, ...], runs: Path) -> list[str]:

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from datamodules.timeseries import TimeSeriesDataModule
+from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics
+from titans_lightning.tasks import TitansTask
 from titans_lightning.tasks.forecasting import DLinearTask, ForecastingTask, ForecastWriter, forecast_frame
 
 REPO = Path(__file__).resolve().parents[2]
 DEBUG = REPO / "recipes" / "forecasting" / "debug.yaml"
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 DATA = dict(date_column="timestamp", target=["load", "wind"], covariates=["temp"], lookback=16, horizon=4)
 
 
@@ -34,10 +35,6 @@ def own_table(path: Path, rows: int = 300) -> Path:
     return path
 
 
-def newest(root: Path) -> Path:
-    return max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-
-
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """Fit the debug recipe on the user's table (path, date column, targets: nothing else), then
@@ -51,12 +48,13 @@ def fitted(tmp_path_factory):
             "--data.covariates", "[temp]", "--data.lookback", "16", "--data.horizon", "4"]
     common = ["-c", str(DEBUG), "--trainer.default_root_dir", str(tmp / "runs"), *QUIET, *data]
     main(["fit", *common, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3"])
-    fit_run = newest(tmp / "runs")
+    fit_run = newest_version(tmp / "runs" / "csv")
     checkpoint = fit_run / "checkpoints" / "last.ckpt"
     main(["test", *common, "--ckpt_path", str(checkpoint)])
-    test_run = newest(tmp / "runs")
+    test_run = newest_version(tmp / "runs" / "csv")
     main(["predict", *common, "--ckpt_path", str(checkpoint)])
-    return {"table": table, "fit": fit_run, "test": test_run, "predict": newest(tmp / "runs"), "checkpoint": checkpoint}
+    return {"table": table, "fit": fit_run, "test": test_run, "predict": newest_version(tmp / "runs" / "csv"),
+            "checkpoint": checkpoint}
 
 
 def model_forecasts(fitted) -> tuple[TimeSeriesDataModule, torch.Tensor, torch.Tensor]:
@@ -71,19 +69,13 @@ def model_forecasts(fitted) -> tuple[TimeSeriesDataModule, torch.Tensor, torch.T
 
 
 def test_fit_logs_metrics_in_both_scales_and_plots(fitted):
-    import csv
-
-    with open(fitted["fit"] / "metrics.csv") as f:
-        keys = set(next(csv.reader(f)))
+    keys = set(read_metrics(fitted["fit"])[0])
     assert {"val/mse", "val/mae", "val/mse_original", "val/mae_original", "train/loss"} <= keys
     assert list((fitted["fit"] / "figures").glob("val_forecast-step3.png"))
 
 
 def test_test_metrics_count_every_window_in_both_scales(fitted):
-    import csv
-
-    with open(fitted["test"] / "metrics.csv") as f:
-        logged = {k: float(v) for row in csv.DictReader(f) for k, v in row.items() if v and k.startswith("test/")}
+    logged = {f"test/{k}": v for k, v in last_values(read_metrics(fitted["test"]), "test").items()}
     dm, forecast, target = model_forecasts(fitted)
     assert len(forecast) == dm.borders()["test"][1] - dm.borders()["test"][0] - 16 - 4 + 1
     original = dm.inverse_transform(forecast), dm.inverse_transform(target)
@@ -131,6 +123,6 @@ def test_defaults_lmm_and_dlinear_has_no_backbone():
     assert ForecastingTask(data_sizes=sizes).backbone_config.variant == "lmm"
     task = DLinearTask(data_sizes=sizes)
     task.configure_model()
-    assert task.backbone is None and set(task.metrics) == {"val", "test"}
+    assert not isinstance(task, TitansTask) and not hasattr(task, "backbone") and set(task.metrics) == {"val", "test"}
     batch = {"x": torch.randn(3, 16, 2), "covariates": torch.randn(3, 16, 1), "start": torch.arange(3)}
     assert task.forecast(batch).shape == (3, 4, 2)

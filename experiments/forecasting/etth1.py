@@ -12,16 +12,13 @@ standardised scale. ``--set KEY=VALUE`` overrides a recipe field in both command
 to ``<out>/results.json`` and a Markdown table on stdout. Options shorten a run on a small
 machine (fewer horizons, epochs or training batches); the table says what ran.
 
-    OMP_NUM_THREADS=1 python benchmarks/forecasting_etth1.py --horizons 96 --max-epochs 2
+    OMP_NUM_THREADS=1 python experiments/forecasting/etth1.py --horizons 96 --max-epochs 2
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -29,45 +26,23 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
 
-REPO = Path(__file__).resolve().parents[1]
+from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics, run_titans, series
+
+REPO = Path(__file__).resolve().parents[2]
 MODELS = ("titans", "dlinear", "transformer")
 HORIZONS = (96, 192, 336, 720)
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 # Published ETTh1 averages (lookback 96, horizons 96-720; docs/method.md section 4).
 PAPER = {"Titans (paper)": (0.420, 0.421), "DLinear (paper)": (0.456, 0.452)}
 
 
 def titans(args: list[str], log: Path) -> None:
-    """``python -m titans_lightning.cli *args`` in a fresh process, output to ``log``."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    with open(log, "a") as f:
-        f.write(f"$ titans {' '.join(args)}\n")
-        f.flush()
-        code = subprocess.call([sys.executable, "-m", "titans_lightning.cli", *args], cwd=REPO, env=env,
-                               stdout=f, stderr=subprocess.STDOUT)
-    if code:
-        raise RuntimeError(f"titans {args[0]} failed (exit {code}); see {log}")
-
-
-def newest_run(root: Path) -> Path:
-    return max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-
-
-def metric_rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def test_metrics(run: Path) -> dict[str, float]:
-    """The ``test/*`` values of a ``titans test`` run's metrics.csv."""
-    return {k.split("/", 1)[1]: float(v) for row in metric_rows(run) for k, v in row.items()
-            if k.startswith("test/") and v}
+    """``titans *args`` in a fresh process in the repository root, output appended to ``log``."""
+    run_titans(args, cwd=REPO, log=log)
 
 
 def best_validation(run: Path) -> tuple[float, int]:
     """(lowest ``val/mse``, its step) of a ``titans fit`` run: the score that chose the checkpoint."""
-    scores = [(float(r["val/mse"]), int(r["step"])) for r in metric_rows(run) if r.get("val/mse")]
-    return min(scores)
+    return min((value, step) for step, value in series(read_metrics(run), "val/mse").items())
 
 
 def run_one(model: str, horizon: int, out: Path, extra: list[str], shared: Sequence[str] = ()) -> dict[str, float]:
@@ -81,14 +56,14 @@ def run_one(model: str, horizon: int, out: Path, extra: list[str], shared: Seque
     common = ["-c", str(recipe), "--trainer.default_root_dir", str(root), *QUIET, *shared]
     start = time.perf_counter()
     titans(["fit", *common, *extra], log)
-    fit_run = newest_run(root)
+    fit_run = newest_version(root / "csv")
     best = sorted((fit_run / "checkpoints").glob("best-*.ckpt"))
     if not best:
         raise RuntimeError(f"no best checkpoint under {fit_run}")
     fit_s = time.perf_counter() - start
     val_mse, val_step = best_validation(fit_run)
     titans(["test", *common, "--ckpt_path", str(best[-1])], log)
-    metrics = test_metrics(newest_run(root))
+    metrics = last_values(read_metrics(newest_version(root / "csv")), "test")
     return {**metrics, "val_mse": val_mse, "val_step": val_step, "fit_s": fit_s,
             "total_s": time.perf_counter() - start, "checkpoint": str(best[-1]),
             "overrides": " ".join([*shared, *extra]) or "none"}

@@ -11,7 +11,7 @@ Printed: validation and test MSE per configuration and horizon; per horizon, the
 validation selects and its test MSE; and, only to measure how far the two splits disagree, the
 configuration test would have selected. Results are appended to ``--out`` (JSON lines).
 
-    OMP_NUM_THREADS=1 python benchmarks/forecasting_sweep.py --model dlinear --lookbacks 96 336 720
+    OMP_NUM_THREADS=1 python experiments/forecasting/sweep.py --model dlinear --lookbacks 96 336 720
 
 Shape legend: B windows, L lookback, H horizon, C channels.
 """
@@ -35,7 +35,7 @@ from datamodules.timeseries import TimeSeriesDataModule
 from titans_lightning.backbone import TitansConfig
 from titans_lightning.tasks.forecasting import DLinearTask, ForecastingTask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TASKS = {"ForecastingTask": ForecastingTask, "DLinearTask": DLinearTask}
 EVAL_BATCH = 512
 

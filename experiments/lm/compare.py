@@ -1,7 +1,7 @@
 """Held-out bits per byte of every variant after the same budget, on the shipped Shakespeare corpus.
 
-    OMP_NUM_THREADS=1 python benchmarks/lm_compare.py                 # 150 steps: ~15 min on a busy 2-core CPU
-    python benchmarks/lm_compare.py --steps 200 --dim 128 --depth 4 --seq-len 256   # the recipes' size
+    OMP_NUM_THREADS=1 python experiments/lm/compare.py                 # 150 steps: ~15 min on a busy 2-core CPU
+    python experiments/lm/compare.py --steps 200 --dim 128 --depth 4 --seq-len 256   # the recipes' size
 
 Each variant trains from its own recipe (``recipes/lm/<variant>.yaml``) through ``titans fit``, in a
 fresh process on one thread, with the same overrides: model width and depth, window / segment /
@@ -18,18 +18,15 @@ whether the paper's ordering holds: MAC, MAG and MAL each below Transformer++ an
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.backbone.config import VARIANTS
+from titans_lightning.runs import fresh_env, last_values, newest_version, read_metrics, run_titans
 
-REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ["mac", "mag", "mal", "lmm", "transformer", "swa"]
+REPO = Path(__file__).resolve().parents[2]
 MEMORY_WITH_ATTENTION = ("mac", "mag", "mal")
 ENV = {"OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "1099511627776", "MALLOC_TRIM_THRESHOLD_": "1099511627776"}
 
@@ -76,17 +73,8 @@ def overrides(args: argparse.Namespace, variant: str, hidden: int, root: Path) -
 
 
 def titans(subcommand: str, recipe: Path, flags: list[str]) -> str:
-    proc = subprocess.run([sys.executable, "-m", "titans_lightning.cli", subcommand, "-c", str(recipe), *flags],
-                          cwd=REPO, env={**os.environ, **ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"titans {subcommand} -c {recipe} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    return proc.stdout
-
-
-def last_value(run: Path, key: str) -> float:
-    with open(run / "metrics.csv", newline="") as f:
-        values = [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
-    return values[-1]
+    """``titans <subcommand> -c <recipe> *flags`` in a fresh process on one thread; its stdout."""
+    return run_titans([subcommand, "-c", recipe, *flags], cwd=REPO, env=fresh_env([REPO], **ENV))
 
 
 def run_variant(args: argparse.Namespace, variant: str, hidden: int) -> dict:
@@ -96,12 +84,13 @@ def run_variant(args: argparse.Namespace, variant: str, hidden: int) -> dict:
     start = time.perf_counter()
     out = titans("fit", recipe, flags)
     fit_seconds = time.perf_counter() - start
-    run = max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    run = newest_version(root / "csv")
     titans("test", recipe, [*flags, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
-    tested = max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    tested = last_values(read_metrics(newest_version(root / "csv")), "test")
     sample = out.rsplit("val/bpb", 1)[-1].split("\n", 1)[-1].strip()[:160] if "val/bpb" in out else ""
-    return {"variant": variant, "val_bpb": last_value(run, "val/bpb"), "test_bpb": last_value(tested, "test/bpb"),
-            "test_ppl": last_value(tested, "test/ppl"), "fit_seconds": fit_seconds, "sample": sample}
+    validated = last_values(read_metrics(run), "val")
+    return {"variant": variant, "val_bpb": validated["bpb"], "test_bpb": tested["bpb"], "test_ppl": tested["ppl"],
+            "fit_seconds": fit_seconds, "sample": sample}
 
 
 def table(results: list[dict], widths: dict, tokens: int) -> str:
@@ -131,7 +120,7 @@ def verdict(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--depth", type=int, default=2)

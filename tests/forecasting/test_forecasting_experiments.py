@@ -1,5 +1,5 @@
-"""The forecasting benchmarks' own logic: the validation sweep trains as its recipe says and selects
-on validation only; the ETTh1 table's overrides reach both commands."""
+"""The forecasting experiments' own logic (``experiments/forecasting/``): the validation sweep trains
+as its recipe says and selects on validation only; the ETTh1 table's overrides reach both commands."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from benchmarks import forecasting_etth1, forecasting_sweep
+from experiments.forecasting import etth1, sweep
 
 
 def hourly_table(path: Path, rows: int = 2000) -> Path:
@@ -26,10 +26,10 @@ def hourly_table(path: Path, rows: int = 2000) -> Path:
 
 
 def test_set_pairs_become_flags_and_a_bare_key_is_refused() -> None:
-    assert forecasting_etth1.overrides(["model.init_args.revin=true", "data.init_args.lookback=336"]) == [
+    assert etth1.overrides(["model.init_args.revin=true", "data.init_args.lookback=336"]) == [
         "--model.init_args.revin", "true", "--data.init_args.lookback", "336"]
     with pytest.raises(SystemExit, match="KEY=VALUE.*'revin'"):
-        forecasting_etth1.overrides(["revin"])
+        etth1.overrides(["revin"])
 
 
 def test_shared_overrides_reach_fit_and_test_and_fit_only_ones_the_fit(tmp_path: Path, monkeypatch) -> None:
@@ -47,9 +47,9 @@ def test_shared_overrides_reach_fit_and_test_and_fit_only_ones_the_fit(tmp_path:
         else:
             (run / "metrics.csv").write_text("test/mse,test/mae,test/mse_original,test/mae_original\n0.4,0.41,3.0,1.2\n")
 
-    monkeypatch.setattr(forecasting_etth1, "titans", fake_titans)
-    shared = forecasting_etth1.overrides(["data.init_args.lookback=336"])
-    result = forecasting_etth1.run_one("dlinear", 96, tmp_path, ["--seed_everything", "3"], shared)
+    monkeypatch.setattr(etth1, "titans", fake_titans)
+    shared = etth1.overrides(["data.init_args.lookback=336"])
+    result = etth1.run_one("dlinear", 96, tmp_path, ["--seed_everything", "3"], shared)
     fit, test = calls
     assert fit[0] == "fit" and test[0] == "test"
     for args in (fit, test):
@@ -62,11 +62,11 @@ def test_shared_overrides_reach_fit_and_test_and_fit_only_ones_the_fit(tmp_path:
 def test_sweep_follows_the_dlinear_recipe_schedule_at_any_lookback() -> None:
     """The recipe halves the rate every epoch (StepLR, stepped per optimizer step): at another
     lookback the step size is that run's epoch, and the rate is halved exactly once per epoch."""
-    recipe = forecasting_sweep.load_recipe("dlinear", 96)
-    task = forecasting_sweep.build_task(recipe, revin=True, data_sizes={"channels": 2, "covariates": 0,
+    recipe = sweep.load_recipe("dlinear", 96)
+    task = sweep.build_task(recipe, revin=True, data_sizes={"channels": 2, "covariates": 0,
                                                                        "lookback": 336, "horizon": 96})
     assert task.head.revin is not None
-    optimizer, schedule = forecasting_sweep.build_optimization(recipe, task, steps_per_epoch=7, epochs=10)
+    optimizer, schedule = sweep.build_optimization(recipe, task, steps_per_epoch=7, epochs=10)
     rates = []
     for _ in range(15):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -77,11 +77,11 @@ def test_sweep_follows_the_dlinear_recipe_schedule_at_any_lookback() -> None:
 
 
 def test_sweep_cosine_spans_the_whole_run() -> None:
-    recipe = forecasting_sweep.load_recipe("titans", 96)
-    task = forecasting_sweep.build_task(recipe, revin=False, data_sizes={"channels": 2, "covariates": 0,
+    recipe = sweep.load_recipe("titans", 96)
+    task = sweep.build_task(recipe, revin=False, data_sizes={"channels": 2, "covariates": 0,
                                                                         "lookback": 96, "horizon": 96})
     assert task.head.revin is None and task.head.cycle is not None  # the recipe's cycle is kept
-    optimizer, schedule = forecasting_sweep.build_optimization(recipe, task, steps_per_epoch=5, epochs=3)
+    optimizer, schedule = sweep.build_optimization(recipe, task, steps_per_epoch=5, epochs=3)
     assert schedule.total_steps == 15
 
 
@@ -90,7 +90,7 @@ def test_summary_selects_on_validation_and_reports_the_disagreement() -> None:
                                                            val_mse=val, test_mse=test)
     rows = [row(96, False, 96, 0.60, 0.40), row(96, True, 96, 0.70, 0.38),
             row(96, False, 720, 1.20, 0.53), row(96, True, 720, 1.50, 0.48)]
-    text = forecasting_sweep.summary(rows, [96, 720])
+    text = sweep.summary(rows, [96, 720])
     assert "| 96 | off | 0.600 / 0.400 | 1.200 / 0.530 | 0.900 / 0.465 |" in text
     assert ("validation selects: H=96 L=96 RevIN off (test 0.400), H=720 L=96 RevIN off (test 0.530); "
             "average test MSE 0.465") in text
@@ -101,8 +101,8 @@ def test_sweep_trains_and_keeps_the_best_validation_state(tmp_path: Path) -> Non
     """DLinear on a small table of its own: the run improves on validation and its kept state's
     scores are those of a real forecast (far below the variance of the standardised series)."""
     data = hourly_table(tmp_path / "plant.csv")
-    result = forecasting_sweep.train_one("dlinear", lookback=96, horizon=96, revin=False, seed=0, data=data)
+    result = sweep.train_one("dlinear", lookback=96, horizon=96, revin=False, seed=0, data=data)
     assert result["step"] >= 1
     assert 0 < result["val_mse"] < 0.5 and 0 < result["test_mse"] < 0.5
-    again = forecasting_sweep.train_one("dlinear", lookback=96, horizon=96, revin=False, seed=0, data=data)
+    again = sweep.train_one("dlinear", lookback=96, horizon=96, revin=False, seed=0, data=data)
     assert again["val_mse"] == pytest.approx(result["val_mse"])  # seeded: the same run twice

@@ -8,17 +8,14 @@ value (initialisation and shuffling; the split is fixed); the table gives the me
 and, per metric, the range. Runs go in fresh processes, ``--jobs`` at a time, one thread each;
 ``results.json`` keeps every run.
 
-    OMP_NUM_THREADS=1 python benchmarks/recsys_movielens.py [--models popular sasrec mac] \
+    OMP_NUM_THREADS=1 python experiments/recsys/movielens.py [--models popular sasrec mac] \
         [--seeds 0 1 2] [--epochs 10] [--jobs 2] [--out runs/bench/recsys-movielens] [--set key=value ...]
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,37 +23,22 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from titans_lightning.runs import QUIET, fresh_env, last_values, newest_version, read_metrics, run_titans
+
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = {"popular": "movielens_popular.yaml", "sasrec": "movielens_sasrec.yaml",
            "mac": "movielens_mac.yaml", "lmm": "movielens_lmm.yaml"}
 REPORTED = ["hr@10", "ndcg@10", "hr@200", "hr@500", "mrr"]
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 def titans(args: list[str], log: Path) -> None:
-    """``python -m titans_lightning.cli *args`` in the repository root; output appended to ``log``."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
-    with open(log, "a") as out:
-        proc = subprocess.run([sys.executable, "-m", "titans_lightning.cli", *args], cwd=REPO, env=env,
-                              stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise RuntimeError(f"titans {args[0]} failed (exit {proc.returncode}); see {log}")
-
-
-def last_metrics(run_dir: Path, prefix: str) -> dict[str, float]:
-    """The last logged value of every ``<prefix>/...`` key in a CSVLogger's metrics.csv."""
-    values: dict[str, float] = {}
-    with open(run_dir / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            values.update({k[len(prefix) + 1:]: float(v) for k, v in row.items() if k.startswith(prefix + "/") and v})
-    return values
+    """``titans *args`` in the repository root on one thread; output appended to ``log``."""
+    run_titans(args, cwd=REPO, env=fresh_env([REPO], OMP_NUM_THREADS="1"), log=log)
 
 
 def best_validation(run_dir: Path) -> tuple[int, float]:
     """(epoch, val/ndcg@10) of the best validation."""
-    with open(run_dir / "metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val/ndcg@10")]
+    rows = [r for r in read_metrics(run_dir) if r.get("val/ndcg@10")]
     best = max(rows, key=lambda r: float(r["val/ndcg@10"]))
     return int(best["epoch"]), float(best["val/ndcg@10"])
 
@@ -77,13 +59,13 @@ def run(model: str, seed: int, out: Path, extra: list[str]) -> dict:
     start = time.perf_counter()
     titans(["fit", *common, *extra], log)
     fit_seconds = time.perf_counter() - start
-    fit_dir = max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    fit_dir = newest_version(root / "csv")
     best = next((fit_dir / "checkpoints").glob("best-*.ckpt"))
     titans(["test", *common, *extra, "--ckpt_path", str(best)], log)
-    test_dir = max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    tested = last_values(read_metrics(newest_version(root / "csv")), "test")
     epoch, val_ndcg = best_validation(fit_dir)
     return {"model": model, "seed": seed, "params": parameters(best), "fit_seconds": round(fit_seconds, 1),
-            "best_epoch": epoch, "val_ndcg@10": val_ndcg, **{k: last_metrics(test_dir, "test")[k] for k in REPORTED}}
+            "best_epoch": epoch, "val_ndcg@10": val_ndcg, **{k: tested[k] for k in REPORTED}}
 
 
 def summary(rows: list[dict], model: str) -> dict:

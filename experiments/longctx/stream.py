@@ -1,26 +1,27 @@
 """Streaming a long input through a trained checkpoint: tokens/s and peak memory vs stream length.
 
-    OMP_NUM_THREADS=1 python benchmarks/longctx_stream.py runs/longctx/bench/mac/csv/version_0/checkpoints/last.ckpt \\
+    OMP_NUM_THREADS=1 python experiments/longctx/stream.py runs/longctx/bench/mac/csv/version_0/checkpoints/last.ckpt \\
         --tokens 16384 2000000 --chunk 2048
 
 For each length N, the shipped Shakespeare corpus is repeated into a file of N - 1 bytes (the byte
-tokenizer adds the leading end-of-document token) and ``titans-stream`` reads it in a fresh process,
-so each peak RSS belongs to one stream. Prints tokens/s, peak and final RSS, the largest state and
-the running loss per length, then the ratio of each peak to the shortest stream's (the target: a 2M
-stream within 10% of the 16K one). Writes ``<out>/stream.json``. ``--max-seconds`` stops a stream
-early (it then reports the tokens it reached).
+tokenizer adds the leading end-of-document token) and ``titans-stream`` reads it in a fresh process
+(its output in ``<out>/stream_<N>.log``), so each peak RSS belongs to one stream. Prints tokens/s,
+peak and final RSS, the largest state and the running loss per length, then the ratio of each peak
+to the shortest stream's (the target: a 2M stream within 10% of the 16K one). Writes
+``<out>/stream.json``. ``--max-seconds`` stops a stream early (it then reports the tokens it
+reached).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from titans_lightning.runs import run_titans
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_input(path: Path, size: int, corpus: Path) -> None:
@@ -40,11 +41,11 @@ def write_input(path: Path, size: int, corpus: Path) -> None:
 def stream_once(checkpoint: Path, data: Path, chunk: int, tokens: int, max_seconds: float, out: Path) -> dict:
     """Run ``titans-stream`` on ``data`` in a fresh process; its JSON summary."""
     report = out / f"stream_{tokens}.json"
-    command = [sys.executable, "-m", "titans_lightning.streaming", str(checkpoint), str(data), "--chunk", str(chunk),
-               "--report-every", str(max(tokens // 8, chunk)), "--json", str(report)]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    args = [str(checkpoint), str(data), "--chunk", str(chunk), "--report-every", str(max(tokens // 8, chunk)),
+            "--json", str(report)]
     try:
-        subprocess.run(command, cwd=REPO, env=env, check=True, timeout=max_seconds)
+        run_titans(args, module="titans_lightning.streaming", cwd=REPO, log=out / f"stream_{tokens}.log",
+                   timeout=max_seconds)
     except subprocess.TimeoutExpired:
         print(f"  {tokens:,} tokens: stopped after {max_seconds:.0f} s", flush=True)
         return {"tokens": 0, "stopped": True}

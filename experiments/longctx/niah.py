@@ -1,7 +1,7 @@
 """S-NIAH table: train each variant's recipe for the same number of steps (capped in wall time),
 then score exact match by context length x needle depth through the streaming state.
 
-    OMP_NUM_THREADS=1 python benchmarks/longctx_niah.py --variants mac swa lmm --steps 2000 \\
+    OMP_NUM_THREADS=1 python experiments/longctx/niah.py --variants mac swa lmm --steps 2000 \\
         --train-minutes 45 --lengths 128 256 512 1024 2048 --samples 8 --out runs/longctx/bench
 
 For each variant: ``titans fit -c recipes/longctx/<variant>.yaml`` in a fresh process for
@@ -22,61 +22,48 @@ share).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import subprocess
-import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
 import torch
 import yaml
 
-from datamodules.niah import NeedleDataModule
+from datamodules.text import NeedleDataModule
+from titans_lightning.runs import QUIET, newest_version, read_metrics, run_titans, series
 from titans_lightning.streaming import load_lm
 from titans_lightning.tasks.longctx import NeedleAccuracy, exact_match, format_table, heatmap
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHANCE = {"number": 10.0, "word": None, "uuid": 16.0}  # symbols per answer character, for the chance level
 
 
-def fit_command(variant: str, out: Path, minutes: float, steps: Optional[int], extra: list[str]) -> list[str]:
+def fit_args(variant: str, out: Path, minutes: float, steps: Optional[int], extra: list[str]) -> list[str]:
     """``titans fit`` of the variant's recipe for ``steps`` steps (None: the recipe's), stopped
     after ``minutes`` of wall time if it is not done by then; checkpoint at the end."""
     hours, rest = divmod(int(minutes * 60), 3600)
     step_args = [] if steps is None else ["--trainer.max_steps", str(steps)]
-    return [sys.executable, "-m", "titans_lightning.cli", "fit", "-c", str(REPO / f"recipes/longctx/{variant}.yaml"),
+    return ["fit", "-c", str(REPO / f"recipes/longctx/{variant}.yaml"),
             "--trainer.default_root_dir", str(out / variant), "--trainer.max_time",
             f"00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}", "--trainer.limit_val_batches", "0",
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *step_args, *extra]
+            *QUIET, *step_args, *extra]
 
 
-def start_fit(variant: str, out: Path, minutes: float, steps: Optional[int], extra: list[str]) -> subprocess.Popen:
+def fit(variant: str, out: Path, minutes: float, steps: Optional[int], extra: list[str]) -> None:
+    """One variant's fit in a fresh process, its output in ``<out>/<variant>_fit.log``."""
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / f"{variant}_fit.log", "w")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.Popen(fit_command(variant, out, minutes, steps, extra), cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-
-
-def last_run(out: Path, variant: str) -> Path:
-    runs = sorted((out / variant / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not runs:
-        raise FileNotFoundError(f"no run of {variant} under {out / variant / 'csv'}; see {out / f'{variant}_fit.log'}")
-    return runs[-1]
+    run_titans(fit_args(variant, out, minutes, steps, extra), cwd=REPO, log=out / f"{variant}_fit.log")
 
 
 def training_summary(run: Path) -> dict:
     """Steps trained, wall minutes of the fit (from the config the CLI saves as the fit starts to
     the last checkpoint), the mean of the last five logged training losses and the attention
     window of the recipe (MAC: its segment)."""
-    rows = []
-    if (run / "metrics.csv").exists():  # written once a step is logged
-        with open(run / "metrics.csv", newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
-    tail = [float(r["train/loss"]) for r in rows[-5:]]
+    logged = (run / "metrics.csv").exists()  # written once a step is logged
+    tail = list(series(read_metrics(run), "train/loss").values())[-5:] if logged else []
     steps = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
     backbone = yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["backbone"]
     # the attention span a needle must be carried past: MAC's segment, the sliding window; none for
@@ -140,18 +127,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if not args.skip_fit:
-        procs = {}
-        for variant in args.variants:
-            procs[variant] = start_fit(variant, args.out, args.train_minutes, args.steps, args.fit_args)
-            if not args.parallel:
-                procs[variant].wait()
-        for variant, proc in procs.items():
-            if proc.wait():
-                raise SystemExit(f"{variant}: titans fit failed, see {args.out / f'{variant}_fit.log'}")
+        with ThreadPoolExecutor(len(args.variants) if args.parallel else 1) as pool:
+            list(pool.map(lambda v: fit(v, args.out, args.train_minutes, args.steps, args.fit_args), args.variants))
     saved = args.out / "niah.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
     for variant in args.variants:
-        run = last_run(args.out, variant)
+        run = newest_version(args.out / variant / "csv")
         results[variant] = {**training_summary(run), **evaluate(run, args.lengths, args.depths, args.samples, args.batch),
                             "run": str(run)}
         r = results[variant]

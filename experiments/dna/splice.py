@@ -5,10 +5,10 @@ Trains each recipe with ``titans fit``, tests its best checkpoint (highest ``val
 accuracy, MCC, macro-F1 and AUROC side by side, per seed and as mean +- standard deviation.
 Each run is a fresh process on one thread; the contenders alternate within every seed.
 
-    OMP_NUM_THREADS=1 python benchmarks/dna_splice.py                     # from scratch, both, seed 0
-    OMP_NUM_THREADS=1 python benchmarks/dna_splice.py --seeds 0 1 2       # mean +- std over seeds
-    OMP_NUM_THREADS=1 python benchmarks/dna_splice.py --only --pretrain   # pretrain -> finetune only
-    OMP_NUM_THREADS=1 python benchmarks/dna_splice.py --max-epochs 1 --out runs/dna-bench-quick
+    OMP_NUM_THREADS=1 python experiments/dna/splice.py                     # from scratch, both, seed 0
+    OMP_NUM_THREADS=1 python experiments/dna/splice.py --seeds 0 1 2       # mean +- std over seeds
+    OMP_NUM_THREADS=1 python experiments/dna/splice.py --only --pretrain   # pretrain -> finetune only
+    OMP_NUM_THREADS=1 python experiments/dna/splice.py --max-epochs 1 --out runs/dna-bench-quick
 
 The recipes' own settings are used unless an option here overrides them; the command lines run
 are printed so every number can be reproduced by hand.
@@ -17,46 +17,29 @@ are printed so every number can be reproduced by hand.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics, run_titans
+
+REPO = Path(__file__).resolve().parents[2]
 CONTENDERS = {"titans-lmm": "recipes/dna/splice_lmm.yaml", "transformer": "recipes/dna/splice_transformer.yaml"}
 METRICS = ("accuracy", "mcc", "macro_f1", "auroc")
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 def titans(args: list[str], log: Path) -> float:
     """Run ``titans <args>`` in a fresh process (one thread), output to ``log``; wall seconds."""
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
     print("  titans " + " ".join(args), flush=True)
     start = time.perf_counter()
-    with open(log, "w") as out:
-        code = subprocess.run([sys.executable, "-m", "titans_lightning.cli", *args], cwd=REPO, env=env,
-                              stdout=out, stderr=subprocess.STDOUT).returncode
-    if code:
-        raise SystemExit(f"exit {code}; see {log}")
+    run_titans(args, cwd=REPO, log=log)
     return time.perf_counter() - start
 
 
-def newest_run(root: Path) -> Path:
-    return max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
-
-
-def last_values(run: Path, prefix: str) -> dict[str, float]:
-    """The last logged value of every ``<prefix>/<name>`` column of a CSVLogger run."""
-    values: dict[str, float] = {}
-    with open(run / "metrics.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            values.update({k.split("/", 1)[1]: float(v) for k, v in row.items() if k.startswith(prefix + "/") and v})
-    return values
+def newest_values(root: Path, prefix: str) -> dict[str, float]:
+    """The last ``<prefix>/*`` values of the newest run under ``root``."""
+    return last_values(read_metrics(newest_version(root / "csv")), prefix)
 
 
 def best_checkpoint(run: Path) -> Path:
@@ -79,10 +62,9 @@ def fit_and_test(name: str, recipe: str, out: Path, extra: list[str]) -> dict[st
     print(f"{name}: {recipe}", flush=True)
     common = ["-c", recipe, "--trainer.default_root_dir", str(root), *QUIET, *extra]
     fit_seconds = titans(["fit", *common], root.with_suffix(".fit.log"))
-    run = newest_run(root)
-    best = best_checkpoint(run)
+    best = best_checkpoint(newest_version(root / "csv"))
     titans(["test", *common, "--ckpt_path", str(best)], root.with_suffix(".test.log"))
-    result = last_values(newest_run(root), "test")
+    result = newest_values(root, "test")
     result.update(fit_seconds=fit_seconds, best=str(best.relative_to(out)), params=parameters(best))
     done.write_text(json.dumps(result, indent=1))
     print("  test " + ", ".join(f"{m} {result[m]:.4f}" for m in METRICS) + f"; fit {fit_seconds:.0f} s", flush=True)
@@ -104,7 +86,7 @@ def pretrain(out: Path, extra: list[str]) -> Path:
     print("pretrain: recipes/dna/pretrain.yaml", flush=True)
     titans(["fit", "-c", "recipes/dna/pretrain.yaml", "--trainer.default_root_dir", str(root), *QUIET, *extra],
            root.with_suffix(".fit.log"))
-    values = last_values(newest_run(root), "val")
+    values = newest_values(root, "val")
     print(f"  val/bpn {values.get('bpn', float('nan')):.4f} bits per nucleotide", flush=True)
     return root / "checkpoints" / "last.ckpt"
 

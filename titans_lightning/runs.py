@@ -1,0 +1,98 @@
+"""``titans`` started in a fresh interpreter, the newest run folder found, its metrics read.
+
+With the CSV logger (``recipes/logger/csv.yaml``) every ``titans`` command writes a new folder
+``<default_root_dir>/csv/version_N/`` holding ``metrics.csv`` (a row per logging call, a column per
+key, empty where the row did not log it), the resolved ``config.yaml`` and ``checkpoints/``. The
+experiments (``experiments/<domain>/``) and the tests start runs and read them with these
+functions, so that there is one way to do either.
+
+Standard library only: importing this module imports neither torch nor Lightning.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+__all__ = ["QUIET", "RunFailed", "fresh_env", "last_values", "newest_version", "read_metrics", "run_titans",
+           "series"]
+
+StrPath = Union[str, Path]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+PROGRAMS = {"titans_lightning.cli": "titans", "titans_lightning.streaming": "titans-stream"}
+
+
+class RunFailed(RuntimeError):
+    """A command started by :func:`run_titans` exited with an error."""
+
+
+def fresh_env(paths: Sequence[StrPath] = (), **extra: str) -> dict[str, str]:
+    """This process's environment for a child run: ``paths`` first on ``PYTHONPATH``, one thread
+    (``OMP_NUM_THREADS=1``) unless this environment sets its own count, then ``extra`` on top."""
+    env = {"OMP_NUM_THREADS": "1", **os.environ}
+    pythonpath = [*map(str, paths), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in pythonpath if p)
+    return {**env, **extra}
+
+
+def run_titans(args: Sequence[StrPath], *, cwd: Optional[StrPath] = None, env: Optional[Mapping[str, str]] = None,
+               log: Optional[Path] = None, timeout: Optional[float] = None,
+               module: str = "titans_lightning.cli") -> str:
+    """``python -m <module> *args`` in a fresh interpreter, as a shell, ``torchrun`` or a cluster
+    would start ``titans`` (``module="titans_lightning.streaming"``: ``titans-stream``), in ``cwd``
+    with ``env`` (default: :func:`fresh_env` with ``cwd`` importable, as a checkout's recipes need).
+
+    The output is appended to ``log`` after a ``$ <command>`` line, or else captured; returns the
+    captured stdout ("" with a log). A non-zero exit raises :class:`RunFailed` naming the log, or
+    with the output's tail; past ``timeout`` seconds the process is killed and
+    ``subprocess.TimeoutExpired`` raised."""
+    command = [sys.executable, "-m", module, *map(str, args)]
+    shown = shlex.join([PROGRAMS.get(module, f"python -m {module}"), *command[3:]])
+    env = dict(env) if env is not None else fresh_env([cwd] if cwd else [])
+    options = dict(cwd=cwd, env=env, timeout=timeout)
+    if log is None:
+        proc = subprocess.run(command, capture_output=True, text=True, **options)
+        if proc.returncode:
+            raise RunFailed(f"{shown}\nexited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        return proc.stdout
+    with open(log, "a") as out:
+        out.write(f"$ {shown}\n")
+        out.flush()
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, **options).returncode
+    if code:
+        raise RunFailed(f"{shown}\nexited {code}; see {log}")
+    return ""
+
+
+def newest_version(folder: StrPath) -> Path:
+    """The ``version_N`` folder of a logger's ``folder`` (``<default_root_dir>/csv``) with the
+    largest N: the run of the latest command that wrote there."""
+    versions = list(Path(folder).glob("version_*"))
+    if not versions:
+        raise FileNotFoundError(f"no version_N run folder under {folder}")
+    return max(versions, key=lambda p: int(p.name.split("_")[1]))
+
+
+def read_metrics(run: StrPath) -> list[dict[str, str]]:
+    """The rows of a run folder's ``metrics.csv``, as written (strings; "" where not logged)."""
+    with open(Path(run) / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def series(rows: list[dict[str, str]], key: str) -> dict[int, float]:
+    """``{step: value}`` of one logged key, in logging order."""
+    return {int(r["step"]): float(r[key]) for r in rows if r.get(key)}
+
+
+def last_values(rows: list[dict[str, str]], prefix: str) -> dict[str, float]:
+    """The last logged value of every ``<prefix>/<name>`` column, by ``name``:
+    ``last_values(rows, "test")["mse"]`` is the ``test/mse`` a ``titans test`` logged."""
+    values: dict[str, float] = {}
+    for row in rows:
+        values.update({k[len(prefix) + 1:]: float(v) for k, v in row.items() if k.startswith(prefix + "/") and v})
+    return values
