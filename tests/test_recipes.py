@@ -7,6 +7,7 @@ and leave its own settings in the merged config.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,6 +17,7 @@ from external_domain.runs import EXTERNAL_RECIPE, QUIET, REPO
 
 from titans_lightning.backbone.config import SIZES
 from titans_lightning.cli import main
+from titans_lightning.tasks import TitansTask
 
 ALL_YAML = sorted(REPO.glob("recipes/**/*.yaml"))
 RECIPES = [p for p in ALL_YAML if "model" in (yaml.safe_load(p.read_text()) or {})]
@@ -26,6 +28,13 @@ FRAGMENTS = [p for p in ALL_YAML if p not in RECIPES]
 # jsonargparse rejects `--model.backbone.dim null` for a dataclass inside a subclass.
 DEBUG_BACKBONE = {"model": {"init_args": {"backbone": {
     "size": "debug", **dict.fromkeys([*SIZES["debug"], "mlp_hidden", "memory_tokens"])}}}}
+
+
+def has_backbone(recipe: Path) -> bool:
+    """Whether the recipe's task is a ``TitansTask`` (a baseline on the task harness has no backbone
+    to shrink, and no ``backbone`` argument)."""
+    module, _, name = yaml.safe_load(recipe.read_text())["model"]["class_path"].rpartition(".")
+    return issubclass(getattr(importlib.import_module(module), name), TitansTask)
 
 
 def ids(paths: list[Path]) -> list[str]:
@@ -96,6 +105,7 @@ def test_recipe_prints_its_config(recipe, capsys):
 def test_recipe_trains_a_few_steps_at_debug_size(recipe, tmp_path):
     debug = tmp_path / "debug_backbone.yaml"
     debug.write_text(yaml.safe_dump(DEBUG_BACKBONE))
-    main(["fit", "-c", str(recipe), "-c", str(debug), "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
+    shrink = ["-c", str(debug)] if has_backbone(recipe) else []
+    main(["fit", "-c", str(recipe), *shrink, "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
           "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path),
           "--data.batch_size", "2", *QUIET])

@@ -1,4 +1,5 @@
-"""The base task's own contracts: schedule shape, weight-decay groups, idempotent construction."""
+"""The task harness's own contracts: schedule shape, weight-decay groups, idempotent construction,
+metric collections per stage, and a baseline without a backbone on the harness alone."""
 
 from __future__ import annotations
 
@@ -6,10 +7,30 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from external_domain import DelayedCopyTask
+from torch import nn
+from torchmetrics import MeanSquaredError
 
 from titans_lightning.backbone import TitansConfig
-from titans_lightning.tasks import TitansTask, WarmupCosine, warmup_cosine_factor
+from titans_lightning.tasks import Task, TitansTask, WarmupCosine, warmup_cosine_factor
+
+
+class ScaleBaseline(Task):
+    """A baseline without a backbone: ``y`` predicted as ``x`` times one learned matrix."""
+
+    monitor = "val/mse"
+
+    def configure_models(self) -> None:
+        self.scale = nn.Linear(self.data_sizes["channels"], self.data_sizes["channels"])
+
+    def compute_loss(self, batch):
+        x, y = batch
+        prediction = self.scale(x)
+        return F.mse_loss(prediction, y), prediction
+
+    def build_metrics(self):
+        return {"mse": MeanSquaredError()}
 
 
 def make_task() -> DelayedCopyTask:
@@ -70,3 +91,21 @@ def test_forward_returns_the_loss_of_a_batch():
     x = torch.randn(2, 8, 4)
     loss, prediction = task((x, x))
     assert prediction.shape == (2, 8, 4) and loss.ndim == 0 and math.isfinite(loss.item())
+
+
+def test_a_baseline_stands_on_the_harness_without_a_backbone():
+    task = ScaleBaseline(data_sizes={"channels": 3})
+    assert task.hparams["data_sizes"] == {"channels": 3} and not hasattr(task, "backbone")
+    task.configure_model()
+    layers, metrics = task.scale, task.metrics
+    task.configure_model()
+    assert (task.scale, task.metrics) == (layers, metrics), "built once"
+    assert {name: list(collection) for name, collection in task.metrics.items()} == {"val": ["val/mse"],
+                                                                                   "test": ["test/mse"]}
+    assert task.metrics["val"]["mse"] is not task.metrics["test"]["mse"], "one state per stage"
+    x = torch.randn(2, 5, 3)
+    loss, prediction = task((x, x))
+    assert prediction.shape == (2, 5, 3) and loss.ndim == 0
+    decayed, plain = task.parameter_groups()
+    assert decayed["params"] == [task.scale.weight] and plain["params"] == [task.scale.bias]
+    assert issubclass(TitansTask, Task) and (task.monitor, task.monitor_mode) == ("val/mse", "min")

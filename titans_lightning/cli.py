@@ -1,29 +1,34 @@
 """The single entry point: ``titans fit|validate|test|predict -c recipe.yaml [--key value ...]``.
 
-``model`` is any :class:`~titans_lightning.tasks.TitansTask` subclass and ``data`` any
-:class:`~datamodules.TitansDataModule` subclass, both named by ``class_path`` in the recipe (an
-import path: a domain may live outside this package). Configs merge left to right (``-c a.yaml
--c b.yaml --trainer.max_steps 10``) and OmegaConf interpolations such as
-``${trainer.max_steps}`` resolve after the merge. The resolved config is written into each run's
+``model`` is any :class:`~titans_lightning.tasks.Task` subclass (a ``TitansTask`` or a baseline)
+and ``data`` any ``LightningDataModule`` subclass with a ``data_sizes`` attribute (in practice a
+``datamodules.TitansDataModule``), both named by ``class_path`` in the recipe (an import path: a
+domain may live outside this package; this package never imports ``datamodules``). Configs merge
+left to right (``-c a.yaml -c b.yaml --trainer.max_steps 10``) and OmegaConf interpolations such
+as ``${trainer.max_steps}`` resolve after the merge. The resolved config is written into each run's
 folder as ``config.yaml``; ``titans fit -c <run>/config.yaml`` reproduces the run.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 import sys
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from jsonargparse import set_parsing_settings
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
-from datamodules.base import TitansDataModule
 from titans_lightning.callbacks import run_directory
-from titans_lightning.tasks.base import TitansTask
+from titans_lightning.errors import TRACEBACK_VARIABLE, input_errors_as_one_line
+from titans_lightning.tasks.base import Task
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -49,6 +54,21 @@ class RunConfigSaver(SaveConfigCallback):
         self.already_saved = True
 
 
+class DataArtifacts(Callback):
+    """Hands the run folder to the DataModule's ``save_artifacts(run_dir)`` (see
+    ``datamodules.TitansDataModule.save_artifacts``), on global rank zero, after the DataModule's
+    ``setup``: the data side writes what a run keeps (a tokenizer) without knowing where runs live."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        save = getattr(trainer.datamodule, "save_artifacts", None)
+        if save is None:
+            return
+        run_dir = run_directory(trainer)  # collective: every rank calls it
+        if trainer.is_global_zero:
+            os.makedirs(run_dir, exist_ok=True)
+            save(run_dir)
+
+
 class TitansCLI(LightningCLI):
     """LightningCLI with the data-to-model size link and the toolkit's default callbacks."""
 
@@ -67,11 +87,22 @@ class TitansCLI(LightningCLI):
         """With ``--ckpt_path``, LightningCLI replaces the model arguments by the hyperparameters
         saved in the checkpoint (so that the trained architecture is rebuilt); model arguments
         given on the command line win over them (``titans predict ... --ckpt_path last.ckpt
-        --model.temperature 0.5`` samples at 0.5), as a user would expect."""
+        --model.temperature 0.5`` samples at 0.5), as a user would expect. Lightning's own
+        reading of the hyperparameters, but through :func:`checkpoint_model_config`."""
         subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else {}
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not os.path.isfile(ckpt_path):
+            return
+        model = checkpoint_model_config(ckpt_path)
+        if not model:
+            return
+        config = self.config[subcommand]
         given = {key: config[key] for key in self.command_line_model_keys if key in config}
-        super()._parse_ckpt_path()
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
+        except SystemExit:
+            sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
         for key, value in given.items():
             self.config[subcommand][key] = value
 
@@ -83,8 +114,9 @@ class TitansCLI(LightningCLI):
     def default_callbacks(self, config: dict[str, Any], present: list[Callback]) -> list[Callback]:
         """A rich progress bar and a checkpoint that keeps ``last.ckpt`` plus the best by the
         task's ``monitor`` / ``monitor_mode``, each unless the recipe configures its own (or
-        disables it with ``enable_progress_bar`` / ``enable_checkpointing: false``)."""
-        defaults: list[Callback] = []
+        disables it with ``enable_progress_bar`` / ``enable_checkpointing: false``); always
+        :class:`DataArtifacts`."""
+        defaults: list[Callback] = [DataArtifacts()]
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in present):
             defaults.append(RichProgressBar())
         if config.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in present):
@@ -96,6 +128,29 @@ class TitansCLI(LightningCLI):
                 save_top_k=1,
             ))
         return defaults
+
+
+def checkpoint_model_config(ckpt_path: str) -> dict[str, Any]:
+    """The ``model`` config saved in a checkpoint's hyperparameters, as LightningCLI reads it,
+    less the arguments its class no longer takes (``load_from_checkpoint`` leaves them out
+    too): a checkpoint of an earlier run still loads, e.g. ``backbone: null`` of ``DLinearTask``
+    and ``PopularityTask`` from before they stood on the task harness without a backbone."""
+    hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+    hparams.pop("_instantiator", None)
+    if "_class_path" not in hparams:
+        return hparams
+    class_path = hparams.pop("_class_path")
+    module, _, name = class_path.rpartition(".")
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except (ImportError, AttributeError, ValueError):
+        parameters = {}  # the parser names the class path that does not resolve
+    if parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        retired = sorted(set(hparams) - set(parameters))
+        if retired:
+            rank_zero_warn(f"{ckpt_path}: {class_path} no longer takes {retired}; left out")
+        hparams = {key: value for key, value in hparams.items() if key in parameters}
+    return {"class_path": class_path, "dict_kwargs": hparams}
 
 
 def model_keys(args) -> list[str]:
@@ -133,21 +188,28 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
+DESCRIPTION = (f"Train, evaluate and run Titans models: titans fit|validate|test|predict -c recipe.yaml. A bad "
+               f"input (a file, a column, a value) ends the command with one 'error:' line; set "
+               f"{TRACEBACK_VARIABLE}=1 for the full traceback.")
+
+
+@input_errors_as_one_line
 def main(args: ArgsType = None) -> None:
-    """Run ``titans <subcommand> ...``; ``args`` (a list of strings) replaces ``sys.argv[1:]``."""
+    """Run ``titans <subcommand> ...``; ``args`` (a list of strings) replaces ``sys.argv[1:]``.
+    A user-input error ends it as one ``error:`` line (``titans_lightning.errors``)."""
     # Interpolations such as ${trainer.max_steps} are written from the root of the whole config;
     # this keeps them valid inside nested class configs (model.init_args..., trainer.logger...).
     # attribute docstrings of TitansConfig's fields become the CLI help of those options
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True, docstring_parse_attribute_docstrings=True)
     TitansCLI(
-        TitansTask,
-        TitansDataModule,
+        Task,
+        LightningDataModule,  # any DataModule class_path; data_sizes reaches the task by the link
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=RunConfigSaver,
         seed_everything_default=0,
         auto_configure_optimizers=False,  # tasks take `optimizer` / `lr_scheduler` themselves
-        parser_kwargs={"parser_mode": "omegaconf+"},
+        parser_kwargs={"parser_mode": "omegaconf+", "description": DESCRIPTION},
         args=args,
     )
     finish_wandb()

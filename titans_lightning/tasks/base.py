@@ -1,9 +1,14 @@
-"""The base task: a Titans backbone plus a domain head, trained and evaluated by Lightning.
+"""The task harness, and the Titans task on it: a backbone plus a domain head.
 
-A domain subclasses :class:`TitansTask` and writes three things: ``build_head()`` (its input
-embedding and output layer, pure torch, from ``titans_lightning.heads``), ``compute_loss(batch)``
-and, optionally, ``build_metrics()`` / ``update_metrics()``. Everything else (optimiser groups,
-schedule, logging keys, checkpoint monitor, sharding) lives here once.
+:class:`Task` holds what every LightningModule of the toolkit shares, once: optimiser groups and
+schedule, logging keys, the metric collections, the checkpoint monitor, and the contract that
+every step goes ``forward`` -> ``compute_loss``. A task writes ``configure_models()`` (its layers),
+``compute_loss(batch)`` and, optionally, ``build_metrics()`` / ``update_metrics()``. A baseline
+without a backbone (``DLinearTask``, ``PopularityTask``) subclasses it directly.
+
+A Titans domain subclasses :class:`TitansTask`, which builds the backbone and applies sharding,
+activation checkpointing and compilation from outside it, and writes ``build_head()`` (its input
+embedding and output layer, pure torch, from ``titans_lightning.heads``) and ``compute_loss``.
 
 Shape legend: B batch, T time steps, D model width (``backbone.dim``).
 """
@@ -20,7 +25,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
-from titans_lightning.parallelize import checkpoint_blocks, fully_shard_blocks
+from titans_lightning.parallelize import checkpoint_blocks, compile_backbone, fully_shard_blocks
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
 
 EVAL_STAGES = ("val", "test")
@@ -38,25 +43,19 @@ def first_tensor(batch: Any) -> Optional[Tensor]:
     return None
 
 
-class TitansTask(LightningModule, abc.ABC):
-    """A Titans backbone with a domain head, its loss, metrics and optimisation.
+class Task(LightningModule, abc.ABC):
+    """The harness: optimisation, logging keys, metrics and checkpoint monitor of every task.
 
     Args:
-        backbone: the backbone configuration; on the command line its fields are options,
-            e.g. ``--model.backbone.variant mac --model.backbone.size debug``.
-        optimizer: called with two parameter groups (matrices decayed, vectors not).
+        optimizer: called with the ``parameter_groups()`` (matrices decayed, vectors not).
         lr_scheduler: called with the optimizer, stepped every optimizer step; ``None`` = constant.
         data_sizes: sizes known from the data (``{"vocab_size": 256}``, ``{"num_items": ...}``);
             the CLI links them from ``TitansDataModule.data_sizes``, so recipes never repeat them.
-        activation_checkpointing: recompute each block's activations in backward instead of
-            keeping them, and keep only some of the memory's chunk states (recomputing the rest);
-            gradients are unchanged. Applied from outside the model (``parallelize.py``).
-        compile: ``torch.compile`` what pays off: the memory's chunk step (one graph, no graph
-            breaks) and the blocks (``parallelize.py``). Results equal eager within float error.
 
-    Logged keys: ``train/loss``, ``train/lr``, ``val/loss``, ``val/<metric>`` (and ``test/...``).
-    ``monitor`` / ``monitor_mode`` name the key that selects the best checkpoint; subclasses
-    override them (e.g. ``"val/bpb"``, ``"min"``).
+    Every step calls ``self(batch)``: ``forward`` returns ``compute_loss(batch)``, ``(loss,
+    outputs)``. Logged keys: ``train/loss``, ``train/lr``, ``val/loss``, ``val/<metric>`` (and
+    ``test/...``). ``monitor`` / ``monitor_mode`` name the key that selects the best checkpoint;
+    subclasses override them (e.g. ``"val/bpb"``, ``"min"``).
     """
 
     monitor: ClassVar[str] = "val/loss"
@@ -64,31 +63,24 @@ class TitansTask(LightningModule, abc.ABC):
 
     def __init__(
         self,
-        backbone: TitansConfig,
         optimizer: OptimizerCallable = AdamW,
         lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
         data_sizes: Optional[dict[str, int]] = None,
-        activation_checkpointing: bool = False,
-        compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.backbone_config = backbone
+        self.save_hyperparameters()  # the arguments of every __init__ up the subclass chain
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.data_sizes = dict(data_sizes or {})
-        self.activation_checkpointing, self.use_compile = activation_checkpointing, compile
-        # Built in configure_model so that a sharding strategy can wrap them as they are made.
-        self.backbone: Optional[TitansBackbone] = None
-        self.head: Optional[nn.Module] = None
         self.metrics: Optional[nn.ModuleDict] = None
+        self.models_built = False
 
-    # ---- what a domain writes -------------------------------------------------------------
+    # ---- what a task writes ---------------------------------------------------------------
 
     @abc.abstractmethod
-    def build_head(self) -> nn.Module:
-        """The domain's own layers (input embedding, output projection), sized from
-        ``self.backbone_config.dim`` and ``self.data_sizes``. Stored as ``self.head``."""
+    def configure_models(self) -> None:
+        """Build the task's layers as attributes, sized from ``self.data_sizes`` (called once,
+        by ``configure_model``, so that a sharding strategy can wrap them as they are made)."""
 
     @abc.abstractmethod
     def compute_loss(self, batch: Any) -> tuple[Tensor, Any]:
@@ -100,6 +92,10 @@ class TitansTask(LightningModule, abc.ABC):
 
     def update_metrics(self, metrics: MetricCollection, outputs: Any, batch: Any) -> None:
         """Feed one evaluation batch to ``metrics`` (the collection of ``build_metrics``)."""
+
+    def parallelize(self) -> None:
+        """Shard, checkpoint or compile the built layers (after the metrics are built); default
+        nothing, for a task too small to need it."""
 
     def batch_shape(self, batch: Any) -> tuple[int, int]:
         """``(B, T)`` of a batch: the first two dims of its first tensor (T = 1 for a 1-d tensor).
@@ -113,24 +109,21 @@ class TitansTask(LightningModule, abc.ABC):
     # ---- model construction ---------------------------------------------------------------
 
     def configure_model(self) -> None:
-        """Build backbone, head and metrics once; shard them when the strategy gives a mesh.
+        """Build the layers (``configure_models``) and the metrics once, then ``parallelize``.
 
         Idempotent: Lightning calls it for every stage and ``load_from_checkpoint`` calls it too.
         """
-        if self.backbone is not None:
+        if self.models_built:
             return
-        self.backbone = TitansBackbone(self.backbone_config)
-        self.head = self.build_head()
+        self.configure_models()
         per_stage = {stage: self.build_metrics() for stage in EVAL_STAGES}  # separate states per stage
         if any(per_stage.values()):
             # compute_groups=False: torchmetrics would otherwise merge, after the first update,
             # metrics whose states happen to look alike (a user's custom metrics included)
             self.metrics = nn.ModuleDict({stage: MetricCollection(metrics, prefix=f"{stage}/", compute_groups=False)
                                           for stage, metrics in per_stage.items()})
-        if self.activation_checkpointing:
-            checkpoint_blocks(self.backbone.blocks)
-        if self.device_mesh is not None:
-            fully_shard_blocks(self, self.backbone.blocks, self.device_mesh)
+        self.parallelize()
+        self.models_built = True
 
     def forward(self, batch: Any) -> tuple[Tensor, Any]:
         """``(loss, outputs)`` of ``compute_loss``. Every step goes through here so that a sharded
@@ -180,3 +173,56 @@ class TitansTask(LightningModule, abc.ABC):
             if math.isfinite(total):
                 scheduler.total_steps = int(total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class TitansTask(Task):
+    """A Titans backbone with a domain head, on the task harness.
+
+    Args:
+        backbone: the backbone configuration; on the command line its fields are options,
+            e.g. ``--model.backbone.variant mac --model.backbone.size debug``.
+        optimizer, lr_scheduler, data_sizes: see :class:`Task`.
+        activation_checkpointing: recompute each block's activations in backward instead of
+            keeping them, and keep only some of the memory's chunk states (recomputing the rest);
+            gradients are unchanged. Applied from outside the model (``parallelize.py``).
+        compile: ``torch.compile`` what pays off: the memory's chunk step (one graph, no graph
+            breaks) and the blocks (``parallelize.py``). Results equal eager within float error.
+
+    Logged keys and checkpoint monitor: as :class:`Task`.
+    """
+
+    def __init__(
+        self,
+        backbone: TitansConfig,
+        optimizer: OptimizerCallable = AdamW,
+        lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
+        data_sizes: Optional[dict[str, int]] = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(optimizer, lr_scheduler, data_sizes)
+        self.backbone_config = backbone
+        self.activation_checkpointing, self.use_compile = activation_checkpointing, compile
+        # Built in configure_model so that a sharding strategy can wrap them as they are made.
+        self.backbone: Optional[TitansBackbone] = None
+        self.head: Optional[nn.Module] = None
+
+    @abc.abstractmethod
+    def build_head(self) -> nn.Module:
+        """The domain's own layers (input embedding, output projection), sized from
+        ``self.backbone_config.dim`` and ``self.data_sizes``. Stored as ``self.head``."""
+
+    def configure_models(self) -> None:
+        """The backbone, then the head (which may read the built backbone, e.g. load weights into it)."""
+        self.backbone = TitansBackbone(self.backbone_config)
+        self.head = self.build_head()
+
+    def parallelize(self) -> None:
+        """Activation checkpointing, compilation, then FSDP over the blocks when the strategy gives
+        a mesh: all from outside the model (``parallelize.py``)."""
+        if self.activation_checkpointing:
+            checkpoint_blocks(self.backbone.blocks)
+        if self.use_compile:
+            compile_backbone(self.backbone)
+        if self.device_mesh is not None:
+            fully_shard_blocks(self, self.backbone.blocks, self.device_mesh)

@@ -2,7 +2,7 @@
 
 Shape legend: B batch, T tokens, D model width, V vocabulary, K classes.
 
-Batch contracts (made by ``datamodules.genomics``):
+Batch contracts (made by ``datamodules.dna``):
     pretraining     tokens (B, T+1) int64, mask (B, T+1) bool (False on padding)
     classification  tokens (B, T), mask (B, T), labels (B,); with the reverse-complement
                     test-time average also rc_tokens, rc_mask (evaluation batches only)

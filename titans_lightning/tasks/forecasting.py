@@ -28,12 +28,13 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricColl
 from titans_lightning.backbone import TitansConfig
 from titans_lightning.callbacks import FigureLogger, run_directory
 from titans_lightning.heads.forecasting import DLinear, ForecastingHead
-from titans_lightning.tasks.base import EVAL_STAGES, TitansTask
+from titans_lightning.tasks.base import Task, TitansTask
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
 
 
-class _Forecaster(TitansTask):
-    """What every forecaster shares: loss, metrics, prediction; subclasses write ``forecast``."""
+class _Forecaster(Task):
+    """What every forecaster shares, on the task harness: loss, metrics, prediction; subclasses
+    write ``forecast`` (and their layers, or take a backbone from ``TitansTask``)."""
 
     monitor = "val/mse"
     monitor_mode = "min"
@@ -72,7 +73,7 @@ class _Forecaster(TitansTask):
         return {"forecast": self.forecast(batch).float(), "start": batch["start"]}
 
 
-class ForecastingTask(_Forecaster):
+class ForecastingTask(_Forecaster, TitansTask):
     """The Titans forecaster: RevIN, channel-independent patches (or points) as tokens, the
     backbone, a flatten head (``titans_lightning.heads.forecasting``).
 
@@ -126,17 +127,17 @@ class ForecastingTask(_Forecaster):
 
 class DLinearTask(_Forecaster):
     """The DLinear baseline (``titans_lightning.heads.forecasting.DLinear``) trained, evaluated
-    and predicted exactly like the Titans forecaster. It has no backbone: ``backbone`` is
-    accepted so every forecasting recipe has the same shape, and nothing is built from it.
+    and predicted exactly like the Titans forecaster. It has no backbone: it stands on the task
+    harness, and its one layer is the DLinear head (``self.head``).
 
     Args:
         kernel: moving-average window of the trend (odd). individual: one linear pair per channel.
         revin: per-window normalisation (off in the original DLinear).
+        optimizer, lr_scheduler, data_sizes: as ``Task`` (``data_sizes`` as ``ForecastingTask``).
     """
 
     def __init__(
         self,
-        backbone: Optional[TitansConfig] = None,
         kernel: int = 25,
         individual: bool = False,
         revin: bool = False,
@@ -144,22 +145,14 @@ class DLinearTask(_Forecaster):
         lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
         data_sizes: Optional[dict[str, int]] = None,
     ) -> None:
-        backbone = backbone if backbone is not None else TitansConfig(variant="lmm")
-        super().__init__(backbone, optimizer, lr_scheduler, data_sizes)
+        super().__init__(optimizer, lr_scheduler, data_sizes)
         self.kernel, self.individual, self.use_revin = kernel, individual, revin
+        self.head: Optional[nn.Module] = None
 
-    def build_head(self) -> nn.Module:
+    def configure_models(self) -> None:
         s = self.data_sizes
-        return DLinear(s["channels"], s.get("covariates", 0), s["lookback"], s["horizon"],
-                       self.kernel, self.individual, self.use_revin)
-
-    def configure_model(self) -> None:
-        """The head and the metrics only (no backbone, nothing to shard)."""
-        if self.head is not None:
-            return
-        self.head = self.build_head()
-        self.metrics = nn.ModuleDict(
-            {stage: MetricCollection(self.build_metrics(), prefix=f"{stage}/") for stage in EVAL_STAGES})
+        self.head = DLinear(s["channels"], s.get("covariates", 0), s["lookback"], s["horizon"],
+                            self.kernel, self.individual, self.use_revin)
 
     def forecast(self, batch: dict[str, Tensor]) -> Tensor:
         return self.head(batch["x"], batch["covariates"])

@@ -1,7 +1,7 @@
 """Language modelling: next-token cross-entropy, bits per byte and perplexity, sampling.
 
 Shape legend: B batch, T tokens, V vocabulary. The batch contract is the text DataModule's
-(``datamodules/text.py``): ``input``, ``target`` (B, T) and ``target_bytes`` (B, T), the UTF-8
+(``datamodules/text/``): ``input``, ``target`` (B, T) and ``target_bytes`` (B, T), the UTF-8
 bytes each target token stands for. The task never sees the tokenizer: bytes come with the batch,
 and text is decoded by ``trainer.datamodule.decode`` in the callbacks below.
 """

@@ -2,7 +2,7 @@
 
 Shape legend: B batch, T tokens, P prompt tokens, A answer tokens, V vocabulary.
 
-Batch contract: ``datamodules/niah.py``. Training batches are the LM task's (``input``, ``target``,
+Batch contract: ``datamodules/text/niah.py``. Training batches are the LM task's (``input``, ``target``,
 ``target_bytes``) plus ``loss_mask`` (B, T), True on answer targets; evaluation batches add
 ``answer`` (B, A), ``prompt_len``, ``length`` and ``depth`` (B,). :class:`NeedleTask` trains on the
 answer tokens (optionally plus a share of the ordinary next-token loss) and evaluates the way a

@@ -13,6 +13,7 @@ whose metrics carry a ``sampled<M>_`` prefix so they cannot be mistaken for full
 
 from __future__ import annotations
 
+import abc
 import os
 from typing import Any, Literal, Optional, Sequence
 
@@ -23,7 +24,6 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
@@ -32,7 +32,7 @@ from titans_lightning.callbacks import run_directory
 from titans_lightning.heads.recsys import (NextItemHead, cross_entropy_full, cross_entropy_sampled, exclude_items,
                                            hit_rate, ndcg, reciprocal_rank, sample_negatives, sampled_ranks,
                                            target_ranks)
-from titans_lightning.tasks.base import TitansTask
+from titans_lightning.tasks.base import Task, TitansTask
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
 
 RANK_FUNCTIONS = {"hr": hit_rate, "ndcg": ndcg}
@@ -70,61 +70,29 @@ def metric_prefix(eval_negatives: Optional[int]) -> str:
     return "" if eval_negatives is None else f"sampled{eval_negatives}_"
 
 
-class NextItemTask(TitansTask):
-    """Predict each user's next item from their history (SASRec with ``variant: transformer``).
-
-    Args:
-        backbone: the backbone; ``variant: transformer`` is SASRec (causal self-attention).
-        ks: cut-offs of HR@K and NDCG@K (default 10, 20, 200, 500); the first selects the best
-            checkpoint by ``val/ndcg@<ks[0]>``.
-        exclude_seen: rank only items the user has not interacted with before the target
-            (a repeated target then counts as a miss).
-        sampled_softmax: train with this many uniform negatives shared per batch instead of the
-            full softmax over all items (for catalogues too big for a full softmax).
-        eval_negatives: evaluate by ranking the target among this many sampled unseen negatives
-            (SASRec's protocol, e.g. 100) instead of all items. Named, never the default: sampled
-            metrics overstate quality and change model orderings (Krichene & Rendle 2020).
-        embedding_dropout: dropout on the input item embeddings.
-        item_bias: add a learned per-item bias to the scores (see ``NextItemHead``).
-        predict_top_k: recommendations per user returned by ``predict_step``.
-        optimizer, lr_scheduler, data_sizes: as ``TitansTask`` (``data_sizes["num_items"]``).
-
-    Logged: ``train/loss`` (cross-entropy), ``val|test/loss`` (full-softmax cross-entropy of the
-    target), ``val|test/hr@K``, ``/ndcg@K``, ``/mrr``.
-    """
+class _Recommender(Task):
+    """What every next-item recommender shares, on the task harness: evaluation by ranking (full
+    or sampled), its metrics and checkpoint monitor, top-K prediction. Subclasses write
+    ``item_scores`` (and ``training_loss``, or a ``training_step`` of their own) and call
+    ``set_ranking`` in their ``__init__``."""
 
     monitor_mode = "max"
 
-    def __init__(
-        self,
-        backbone: TitansConfig,
-        ks: Sequence[int] = (10, 20, 200, 500),
-        exclude_seen: bool = True,
-        sampled_softmax: Optional[int] = None,
-        eval_negatives: Optional[int] = None,
-        embedding_dropout: float = 0.0,
-        item_bias: bool = False,
-        predict_top_k: int = 10,
-        optimizer: OptimizerCallable = AdamW,
-        lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
-        data_sizes: Optional[dict[str, int]] = None,
-        activation_checkpointing: bool = False,
-        compile: bool = False,
-    ) -> None:
-        super().__init__(backbone, optimizer, lr_scheduler, data_sizes,
-                         activation_checkpointing=activation_checkpointing, compile=compile)
+    def set_ranking(self, ks: Sequence[int], exclude_seen: bool, eval_negatives: Optional[int],
+                    predict_top_k: int) -> None:
+        """Check and keep the evaluation options (see :class:`NextItemTask`); the checkpoint
+        monitor becomes ``val/[sampled<M>_]ndcg@<ks[0]>``."""
         ks = list(ks)
         if not ks or len(set(ks)) < len(ks) or any(not isinstance(k, int) or k < 1 for k in ks):
             raise ValueError(f"{type(self).__name__}.ks: expected distinct positive ints, got {ks}")
-        for name, value in (("sampled_softmax", sampled_softmax), ("eval_negatives", eval_negatives)):
-            if value is not None and value < 1:
-                raise ValueError(f"{type(self).__name__}.{name}: expected None or a positive int, got {value}")
+        if eval_negatives is not None and eval_negatives < 1:
+            raise ValueError(f"{type(self).__name__}.eval_negatives: expected None or a positive int, "
+                             f"got {eval_negatives}")
         if eval_negatives is not None and max(ks) > eval_negatives:
             raise ValueError(f"{type(self).__name__}: with eval_negatives={eval_negatives} every K must be at most "
                              f"{eval_negatives} (the target is ranked among {eval_negatives + 1} items), got ks={ks}")
-        self.ks, self.exclude_seen = ks, exclude_seen
-        self.sampled_softmax, self.eval_negatives = sampled_softmax, eval_negatives
-        self.embedding_dropout, self.item_bias, self.predict_top_k = embedding_dropout, item_bias, predict_top_k
+        self.ks, self.exclude_seen, self.eval_negatives = ks, exclude_seen, eval_negatives
+        self.predict_top_k = predict_top_k
         self.monitor = f"val/{metric_prefix(eval_negatives)}ndcg@{ks[0]}"
         self.negative_generator: Optional[torch.Generator] = None
 
@@ -135,35 +103,18 @@ class NextItemTask(TitansTask):
                              f"it is linked from the DataModule's data_sizes")
         return self.data_sizes["num_items"]
 
-    def build_head(self) -> nn.Module:
-        return NextItemHead(self.num_items, self.backbone_config.dim, self.embedding_dropout, self.item_bias)
-
     def build_metrics(self) -> dict[str, Metric]:
         prefix = metric_prefix(self.eval_negatives)
         metrics = {f"{prefix}{kind}@{k}": RankingMetric(kind, k) for k in self.ks for kind in ("hr", "ndcg")}
         return {**metrics, f"{prefix}mrr": RankingMetric("mrr")}
 
-    # ---- forward passes ---------------------------------------------------------------------
-
-    def hidden(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B, T, D) backbone states over the right-padded histories (pads masked out)."""
-        hidden, _ = self.backbone(self.head.embed(batch["items"]), mask=batch["mask"])
-        return hidden
-
+    @abc.abstractmethod
     def item_scores(self, batch: dict[str, Tensor]) -> Tensor:
         """(B, N + 1) float32 scores of every item after each user's last real position."""
-        hidden = self.hidden(batch)
-        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch["lengths"] - 1]
-        with torch.autocast(hidden.device.type, enabled=False):  # bf16 scores would tie items
-            return self.head.scores(last.float())
 
     def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Cross-entropy of every real position's next item (full or sampled softmax)."""
-        mask = batch["mask"]
-        hidden, targets = self.hidden(batch)[mask], batch["targets"][mask]
-        if self.sampled_softmax is None:
-            return cross_entropy_full(self.head, hidden, targets)
-        return cross_entropy_sampled(self.head, hidden, targets, self.sampled_softmax)
+        """The loss of a training batch (one with ``targets``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no training loss; it overrides training_step")
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Optional[Tensor]]:
         """Training batches: ``(loss, None)``; evaluation batches: ``(target loss, (B,) ranks)``."""
@@ -204,7 +155,80 @@ class NextItemTask(TitansTask):
         return {"user": batch["user"], "items": top.indices, "scores": top.values}
 
 
-class PopularityTask(NextItemTask):
+class NextItemTask(_Recommender, TitansTask):
+    """Predict each user's next item from their history (SASRec with ``variant: transformer``).
+
+    Args:
+        backbone: the backbone; ``variant: transformer`` is SASRec (causal self-attention).
+        ks: cut-offs of HR@K and NDCG@K (default 10, 20, 200, 500); the first selects the best
+            checkpoint by ``val/ndcg@<ks[0]>``.
+        exclude_seen: rank only items the user has not interacted with before the target
+            (a repeated target then counts as a miss).
+        sampled_softmax: train with this many uniform negatives shared per batch instead of the
+            full softmax over all items (for catalogues too big for a full softmax).
+        eval_negatives: evaluate by ranking the target among this many sampled unseen negatives
+            (SASRec's protocol, e.g. 100) instead of all items. Named, never the default: sampled
+            metrics overstate quality and change model orderings (Krichene & Rendle 2020).
+        embedding_dropout: dropout on the input item embeddings.
+        item_bias: add a learned per-item bias to the scores (see ``NextItemHead``).
+        predict_top_k: recommendations per user returned by ``predict_step``.
+        optimizer, lr_scheduler, data_sizes: as ``TitansTask`` (``data_sizes["num_items"]``).
+
+    Logged: ``train/loss`` (cross-entropy), ``val|test/loss`` (full-softmax cross-entropy of the
+    target), ``val|test/hr@K``, ``/ndcg@K``, ``/mrr``.
+    """
+
+    def __init__(
+        self,
+        backbone: TitansConfig,
+        ks: Sequence[int] = (10, 20, 200, 500),
+        exclude_seen: bool = True,
+        sampled_softmax: Optional[int] = None,
+        eval_negatives: Optional[int] = None,
+        embedding_dropout: float = 0.0,
+        item_bias: bool = False,
+        predict_top_k: int = 10,
+        optimizer: OptimizerCallable = AdamW,
+        lr_scheduler: Optional[LRSchedulerCallable] = WarmupCosine,
+        data_sizes: Optional[dict[str, int]] = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes,
+                         activation_checkpointing=activation_checkpointing, compile=compile)
+        self.set_ranking(ks, exclude_seen, eval_negatives, predict_top_k)
+        if sampled_softmax is not None and sampled_softmax < 1:
+            raise ValueError(f"{type(self).__name__}.sampled_softmax: expected None or a positive int, "
+                             f"got {sampled_softmax}")
+        self.sampled_softmax, self.embedding_dropout, self.item_bias = sampled_softmax, embedding_dropout, item_bias
+
+    def build_head(self) -> nn.Module:
+        return NextItemHead(self.num_items, self.backbone_config.dim, self.embedding_dropout, self.item_bias)
+
+    # ---- forward passes ---------------------------------------------------------------------
+
+    def hidden(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, T, D) backbone states over the right-padded histories (pads masked out)."""
+        hidden, _ = self.backbone(self.head.embed(batch["items"]), mask=batch["mask"])
+        return hidden
+
+    def item_scores(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, N + 1) float32 scores of every item after each user's last real position."""
+        hidden = self.hidden(batch)
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch["lengths"] - 1]
+        with torch.autocast(hidden.device.type, enabled=False):  # bf16 scores would tie items
+            return self.head.scores(last.float())
+
+    def training_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Cross-entropy of every real position's next item (full or sampled softmax)."""
+        mask = batch["mask"]
+        hidden, targets = self.hidden(batch)[mask], batch["targets"][mask]
+        if self.sampled_softmax is None:
+            return cross_entropy_full(self.head, hidden, targets)
+        return cross_entropy_sampled(self.head, hidden, targets, self.sampled_softmax)
+
+
+class PopularityTask(_Recommender):
     """Most-popular baseline: every user gets the items most often seen as a training target.
 
     No backbone and no parameters: "training" counts how often each item is a next-item
@@ -213,30 +237,26 @@ class PopularityTask(NextItemTask):
     ``val/loss`` is the cross-entropy of the add-one-smoothed popularity distribution.
     Run it for one epoch (``trainer.max_epochs: 1``): it takes no optimizer steps.
 
-    Args: as ``NextItemTask``, without the training options; ``backbone`` is accepted only so
-    that recipe overrides shared with the neural tasks parse, and is ignored (with a warning).
+    Args: ``ks``, ``exclude_seen``, ``eval_negatives``, ``predict_top_k`` and ``data_sizes`` as
+    ``NextItemTask``; it has no backbone and no training options (it stands on the task harness).
     """
 
     def __init__(
         self,
-        backbone: Optional[TitansConfig] = None,
         ks: Sequence[int] = (10, 20, 200, 500),
         exclude_seen: bool = True,
         eval_negatives: Optional[int] = None,
         predict_top_k: int = 10,
         data_sizes: Optional[dict[str, int]] = None,
     ) -> None:
-        super().__init__(None, ks, exclude_seen, None, eval_negatives, 0.0, False, predict_top_k,
-                         lr_scheduler=None, data_sizes=data_sizes)
-        if backbone is not None:
-            rank_zero_warn("PopularityTask has no backbone: the backbone configuration is ignored")
+        super().__init__(lr_scheduler=None, data_sizes=data_sizes)
+        self.set_ranking(ks, exclude_seen, eval_negatives, predict_top_k)
+        # In __init__, not configure_models: the counts are state that a checkpoint restores.
         self.register_buffer("counts", torch.zeros(self.num_items + 1, dtype=torch.float64))
         self.register_buffer("pending", torch.zeros(self.num_items + 1, dtype=torch.float64), persistent=False)
 
-    def configure_model(self) -> None:
-        if self.metrics is None:
-            self.metrics = nn.ModuleDict({stage: MetricCollection(self.build_metrics(), prefix=f"{stage}/")
-                                          for stage in ("val", "test")})
+    def configure_models(self) -> None:
+        """No layers: the counts buffer is the whole model."""
 
     def configure_optimizers(self) -> None:
         return None
