@@ -12,10 +12,11 @@ import yaml
 from external_domain.runs import QUIET, REPO, newest_version, read_metrics, series
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.backbone.config import VARIANTS
 from titans_lightning.cli import main
 
 DEBUG = REPO / "recipes" / "lm" / "debug.yaml"
-VARIANT_RECIPES = {v: REPO / "recipes" / "lm" / f"{v}.yaml" for v in ("mac", "mag", "mal", "lmm", "transformer", "swa")}
+VARIANT_RECIPES = {v: REPO / "recipes" / "lm" / f"{v}.yaml" for v in VARIANTS}
 
 
 def titans(subcommand: str, root: Path, *args: str) -> None:

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.backbone.config import VARIANTS
 from titans_lightning.heads.lm import LMHead, generate, generate_by_recomputation, sample_next
 from titans_lightning.tasks.lm import BitsPerByte, LanguageModelingTask
 
-VARIANTS = ["mac", "mag", "mal", "lmm", "transformer", "swa"]
 
 
 def make_task(variant: str = "mac", vocab: int = 257, **kwargs) -> LanguageModelingTask:

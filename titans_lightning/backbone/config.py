@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 Variant = Literal["mac", "mag", "mal", "lmm", "transformer", "swa"]
 Size = Literal["debug", "small", "base"]
 
-VARIANTS = ("mac", "mag", "mal", "lmm", "transformer", "swa")
+#: every variant, in the order of the Variant type (its one definition)
+VARIANTS: tuple[str, ...] = get_args(Variant)
 #: variants whose blocks hold a neural long-term memory
 MEMORY_VARIANTS = ("mac", "mag", "mal", "lmm")
-#: variants whose blocks hold an attention layer
-ATTENTION_VARIANTS = ("mac", "mag", "mal", "transformer", "swa")
 
 # Size-coupled fields per named size. debug is tiny so tests and recipes run in seconds on CPU;
 # base follows the paper's setting (segment 512, window 2048, 128 persistent tokens, chunk 16).
@@ -134,15 +133,6 @@ class TitansConfig:
         """Width of one attention head (dim // heads)."""
         return self.dim // self.heads
 
-    @property
-    def has_memory(self) -> bool:
-        """Whether blocks hold a neural long-term memory."""
-        return self.variant in MEMORY_VARIANTS
-
-    @property
-    def has_attention(self) -> bool:
-        """Whether blocks hold an attention layer."""
-        return self.variant in ATTENTION_VARIANTS
 
     def _validate(self) -> None:
         for name in ("dim", "depth", "heads", "mlp_hidden", "chunk_size", "segment_len",
