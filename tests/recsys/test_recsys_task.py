@@ -11,6 +11,7 @@ import torch
 from external_domain.runs import QUIET, REPO
 
 from titans_lightning.backbone import TitansConfig
+from titans_lightning.tasks import Task, TitansTask
 from titans_lightning.tasks.recsys import NextItemTask, PopularityTask
 
 NUM_ITEMS = 40
@@ -93,6 +94,7 @@ def test_sampled_evaluation_is_a_named_option():
 
 def test_popularity_ranks_by_training_target_counts():
     task = PopularityTask(data_sizes={"num_items": 6})
+    assert isinstance(task, Task) and not isinstance(task, TitansTask)  # the harness alone, no backbone
     task.configure_model()
     targets = torch.tensor([[3, 3, 5, 0], [3, 5, 2, 1]])
     task.training_step({"items": targets, "targets": targets, "mask": targets != 0}, 0)
@@ -131,3 +133,22 @@ def test_own_log_fit_then_predict_writes_top_k_in_original_ids(tmp_path):
     assert top.height == 6 * 3 and sorted(top["visitor"].unique().to_list()) == [f"u{u}" for u in range(6)]
     assert set(top["product"].to_list()) <= set(log["product"].to_list()) and top["rank"].to_list()[:3] == [1, 2, 3]
     assert top.join(log, on=["visitor", "product"]).height == 0  # nothing the visitor has seen
+
+
+def test_a_popularity_checkpoint_saved_with_a_backbone_argument_still_loads(tmp_path):
+    """Runs from before ``PopularityTask`` stood on the harness saved ``backbone: null``: ``titans test
+    --ckpt_path`` and ``load_from_checkpoint`` leave out what the task no longer takes."""
+    from titans_lightning.cli import main
+
+    own_log(tmp_path / "clicks.parquet")
+    common = ["-c", str(REPO / "recipes/recsys/movielens_popular.yaml"), "--trainer.default_root_dir", str(tmp_path),
+              *QUIET, "--data.path", str(tmp_path / "clicks.parquet"), "--data.user_column", "visitor",
+              "--data.item_column", "product", "--data.timestamp_column", "time", "--data.k_core", "0"]
+    main(["fit", *common])
+    checkpoint = torch.load(tmp_path / "csv/version_0/checkpoints/last.ckpt", weights_only=False)
+    checkpoint["hyper_parameters"]["backbone"] = None
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    with pytest.warns(UserWarning, match=r"no longer takes \['backbone'\]"):
+        main(["test", *common, "--ckpt_path", str(old)])
+    assert PopularityTask.load_from_checkpoint(old).counts.sum() > 0
