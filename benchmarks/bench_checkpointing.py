@@ -1,6 +1,7 @@
 """Activation checkpointing: peak memory and step time of one long sequence, side by side.
 
-    python benchmarks/bench_checkpointing.py --seq 8192 --steps 2
+    MALLOC="MALLOC_MMAP_THRESHOLD_=1099511627776 MALLOC_TRIM_THRESHOLD_=1099511627776"
+    env $MALLOC python benchmarks/bench_checkpointing.py --seq 8192 --steps 2 --rounds 2
 
 One ``small`` backbone (MAC by default) trains on one (1, seq, 256) sequence on one thread, once
 per mode, each mode in a fresh process (a process's peak RSS is a high-water mark):
@@ -13,8 +14,11 @@ per mode, each mode in a fresh process (a process's peak RSS is a high-water mar
   (``--model.activation_checkpointing true``).
 
 Peak = the process's peak RSS during the first training step minus its RSS just before it (model
-and input built). Step time = the median of the following ``--steps`` steps. Ratios are against
-``none`` in the same run.
+and input built). Step time = the median of the following ``--steps`` steps. Modes run interleaved
+for ``--rounds`` rounds; each figure is the median over rounds and each ratio the median of the
+per-round ratios to ``none``. With the MALLOC settings (docs/benchmarking.md) freed memory stays
+in the process, as in a GPU's caching allocator: no page faults in the timed steps, and the peak is
+what the allocator had to hold.
 """
 
 from __future__ import annotations
@@ -61,26 +65,35 @@ def measure(variant: str, mode: str, seq: int, steps: int, segment: int) -> dict
     return {"mode": mode, "peak_mib": peak - before, "first_s": first, "step_s": statistics.median(times) if times else first}
 
 
-def run_modes(args: argparse.Namespace) -> list[dict]:
-    """Every mode in a fresh interpreter of this script, in order."""
-    rows = []
-    for mode in args.modes:
-        cmd = [sys.executable, __file__, "--worker", mode, "--variant", args.variant, "--seq", str(args.seq),
-               "--steps", str(args.steps), "--segment", str(args.segment)]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"  {mode}: done", file=sys.stderr, flush=True)
-    return rows
+def run_modes(args: argparse.Namespace) -> list[list[dict]]:
+    """Every mode in a fresh interpreter of this script, interleaved: rounds x modes rows."""
+    rounds = []
+    for r in range(args.rounds):
+        rows = []
+        for mode in args.modes:
+            cmd = [sys.executable, __file__, "--worker", mode, "--variant", args.variant, "--seq", str(args.seq),
+                   "--steps", str(args.steps), "--segment", str(args.segment)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+            print(f"  round {r + 1} {mode}: {rows[-1]}", file=sys.stderr, flush=True)
+        rounds.append(rows)
+    return rounds
 
 
-def report(rows: list[dict], args: argparse.Namespace) -> None:
-    base = next((r for r in rows if r["mode"] == "none"), rows[0])
+def report(rounds: list[list[dict]], args: argparse.Namespace) -> None:
+    """Per mode: median peak and step time over rounds, and the median of per-round ratios to
+    ``none`` (the first mode when ``none`` was not run)."""
+    base = args.modes.index("none") if "none" in args.modes else 0
     print(f"{args.variant} small, one sequence of {args.seq} tokens, 1 thread, memory segment {args.segment} chunks, "
-          f"torch {torch.__version__}")
-    print(f"{'mode':8} {'peak MiB':>9} {'x none':>7} {'step s':>8} {'x none':>7}")
-    for r in rows:
-        print(f"{r['mode']:8} {r['peak_mib']:9.0f} {r['peak_mib'] / base['peak_mib']:7.2f} "
-              f"{r['step_s']:8.2f} {r['step_s'] / base['step_s']:7.2f}")
+          f"{args.rounds} round(s) x {args.steps} timed step(s), torch {torch.__version__}")
+    print(f"{'mode':8} {'peak MiB':>9} {'x ' + args.modes[base]:>9} {'step s':>8} {'x ' + args.modes[base]:>9}")
+    for i, mode in enumerate(args.modes):
+        rows = [r[i] for r in rounds]
+        peak = statistics.median(r["peak_mib"] for r in rows)
+        step = statistics.median(r["step_s"] for r in rows)
+        peak_ratio = statistics.median(r[i]["peak_mib"] / r[base]["peak_mib"] for r in rounds)
+        step_ratio = statistics.median(r[i]["step_s"] / r[base]["step_s"] for r in rounds)
+        print(f"{mode:8} {peak:9.0f} {peak_ratio:9.2f} {step:8.2f} {step_ratio:9.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the first (median)")
     parser.add_argument("--segment", type=int, default=8, help="memory chunks per kept state in memory/both")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (A B C D A B C D ...)")
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)  # one mode, JSON out
     args = parser.parse_args(argv)
     if args.worker:
