@@ -8,7 +8,7 @@ the ``small`` MAC backbone (batch 2) eager and with ``compile_backbone`` (``--mo
 Each step is forward + backward. Compile time = the first compiled step minus a steady one,
 with a fresh inductor cache (cold: what a new machine pays once). Steps run interleaved (eager,
 compiled, eager, ...) on one thread; each time is a median over rounds and each ratio the median
-of per-round ratios (../shared/BENCHMARKING.md). Kernels per chunk: ATen ops that launch a kernel
+of per-round ratios (docs/benchmarking.md). Kernels per chunk: ATen ops that launch a kernel
 in eager against the kernels inductor's code launches (``benchmarks/kernels.py``).
 """
 

@@ -185,7 +185,7 @@ def sliding_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, window: in
             prefix = Prefix(prefix.k, prefix.v, F.pad(prefix.q_raw, (0, 0, 0, pad)))
     span = nq + window - 1
     # blocks go to the batch dim, (B n, H, ., d): 4-D inputs take the fused CPU kernel, where a
-    # (B, H, n, ., d) layout falls back to the math path (measured 1.6x slower, scores materialised)
+    # (B, H, n, ., d) layout falls back to the math path (slower: the scores are materialised)
     kb, vb = (x.unfold(2, span, nq).permute(0, 2, 1, 4, 3).reshape(B * n, H, span, d) for x in (k, v))
     vmask = valid.unfold(1, span, nq).reshape(B * n, 1, 1, span)
     rows = torch.arange(nq, device=q.device)[:, None]

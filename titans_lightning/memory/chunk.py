@@ -126,7 +126,7 @@ def _side_by_side(x: Tensor, left: Tensor, right: Tensor) -> Tensor:
 
     Under torch.compile the halves are joined by `cat` (dynamo refuses `out=` into strided views;
     inductor fuses both products and the join into one kernel). Eager writes each product into
-    its half of one buffer: `cat` (or a broadcast product) measured up to 2x slower at b = 64.
+    its half of one buffer: `cat` (or a broadcast product) is slower there (an extra copy).
     """
     if torch.compiler.is_compiling():
         return torch.cat((x * left, x * right), -1)
