@@ -1,12 +1,20 @@
-"""The base DataModule: batch size, workers, seed, and the sizes the model needs from the data.
+"""The base DataModule: the four loaders, built from the splits a subclass makes, and the sizes
+the model needs from the data.
 
-A domain's DataModule subclasses :class:`TitansDataModule`, builds its datasets in ``setup`` and
-returns loaders made by :meth:`TitansDataModule.loader`. It states what the model must know about
-the data (vocabulary size, number of items, channels, classes) in ``data_sizes``; the CLI links
-that dict to the task's ``data_sizes`` argument, so a recipe never repeats it and a new domain
-needs no CLI change. Files a run keeps besides its checkpoints (a tokenizer) are written by
-:meth:`TitansDataModule.save_artifacts`, which the CLI calls with the run folder. This package
-never imports the model.
+A domain's DataModule subclasses :class:`TitansDataModule` and writes ``setup``, which fills
+``self.datasets``: split name (``"train"``, ``"val"``, ``"test"``, ``"predict"``) -> dataset. A
+split may be left out (loading it is then an error naming it, but fit without ``"val"`` trains
+without validating), and other entries kept for the subclass's own use. The base builds every
+loader from that mapping through one factory, :meth:`TitansDataModule.loader` (batch size,
+shuffling of training only, workers, seed, pinned memory), with the collate function
+(:meth:`TitansDataModule.collate`) and batch size (:meth:`TitansDataModule.batch_size_of`) a
+subclass may choose per split. A subclass writes no ``*_dataloader`` method.
+
+It states what the model must know about the data (vocabulary size, number of items, channels,
+classes) in ``data_sizes``; the CLI links that dict to the task's ``data_sizes`` argument, so a
+recipe never repeats it and a new domain needs no CLI change. Files a run keeps besides its
+checkpoints (a tokenizer) are written by :meth:`TitansDataModule.save_artifacts`, which the CLI
+calls with the run folder. This package never imports the model.
 """
 
 from __future__ import annotations
@@ -16,18 +24,25 @@ from typing import Any, Callable, Optional
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+Collate = Callable[[list[Any]], Any]
+#: what each split is loaded for (named in the error for a split a DataModule lacks)
+SPLIT_USES = {"train": "training", "val": "validation", "test": "testing", "predict": "prediction"}
+
 
 class TitansDataModule(LightningDataModule):
-    """Shared loader settings of every domain.
+    """Shared loader settings of every domain, and its four loaders.
 
     Args:
         batch_size: samples per batch on each device (the global batch is this times the world size).
         num_workers: loader worker processes; 0 loads in the main process.
         seed: seeds the shuffling of training loaders (reshuffled every epoch from seed + epoch).
         pin_memory: page-locked host memory for faster host-to-GPU copies.
+        shuffle: shuffle the training samples every epoch (evaluation and prediction keep
+            their order).
     """
 
-    def __init__(self, batch_size: int = 32, num_workers: int = 0, seed: int = 0, pin_memory: bool = False) -> None:
+    def __init__(self, batch_size: int = 32, num_workers: int = 0, seed: int = 0, pin_memory: bool = False,
+                 shuffle: bool = True) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"{type(self).__name__}: expected batch_size >= 1 and num_workers >= 0, "
@@ -36,6 +51,9 @@ class TitansDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.pin_memory = pin_memory
+        self.shuffle = shuffle
+        #: split name -> dataset, filled by the subclass's ``setup``; the loaders read it.
+        self.datasets: dict[str, Dataset] = {}
 
     @property
     def data_sizes(self) -> dict[str, int]:
@@ -58,22 +76,63 @@ class TitansDataModule(LightningDataModule):
         (a bare ``Trainer``), call it yourself if you want the files.
         """
 
+    # ---- what a subclass may change per split ----------------------------------------------
+
+    def collate(self, split: str) -> Optional[Collate]:
+        """The function that makes a batch of ``split``'s samples; None = torch's ``default_collate``
+        (stacking tensors, dicts of tensors, numbers). Called after ``setup``, so it may depend on
+        the split's dataset."""
+        return None
+
+    def batch_size_of(self, split: str) -> int:
+        """Samples per batch of ``split``'s loader. Default: ``batch_size`` for every split."""
+        return self.batch_size
+
+    # ---- the loaders -------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        return self.split_loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        if "val" not in self.datasets and self.trainer is not None and self.trainer.state.fn == "fit":
+            return []  # no validation split: fit trains without validating
+        return self.split_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.split_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.split_loader("predict")
+
+    def split_loader(self, split: str) -> DataLoader:
+        """The loader of ``self.datasets[split]``: shuffled if ``split`` is ``"train"`` and
+        ``shuffle`` is set, with the split's collate function and batch size. A split that
+        ``setup`` did not make raises a ``ValueError`` naming it and the splits there are."""
+        if split not in self.datasets:
+            have = ", ".join(f"'{s}'" for s in self.datasets) or "none (was setup called?)"
+            raise ValueError(f"{type(self).__name__} has no '{split}' split for {SPLIT_USES[split]} "
+                             f"(its splits: {have})")
+        return self.loader(self.datasets[split], shuffle=split == "train" and self.shuffle,
+                           collate_fn=self.collate(split), batch_size=self.batch_size_of(split))
+
     def loader(
         self,
         dataset: Dataset,
         shuffle: bool = False,
         drop_last: bool = False,
-        collate_fn: Optional[Callable[[list[Any]], Any]] = None,
+        collate_fn: Optional[Collate] = None,
         batch_size: Optional[int] = None,
     ) -> DataLoader:
-        """A DataLoader with this module's settings.
+        """A DataLoader with this module's settings: the one factory behind every loader (a
+        DataModule that overrides a ``*_dataloader`` method may call it too).
 
         ``shuffle=True`` orders each epoch by a permutation drawn from ``seed + epoch`` and deals
         it out to the data-parallel ranks, so the global batch at every step is the same whatever
         the number of processes: two processes with ``batch_size`` b see what one process with
         2b sees. (Left to Lightning, one process would shuffle with a ``RandomSampler`` and several
         with its ``DistributedSampler``: different orders.) Without shuffling, Lightning
-        distributes the loader itself.
+        distributes the loader itself. The split loaders keep every sample (no ``drop_last``):
+        a last, smaller batch still counts, in evaluation above all.
         """
         sampler = None
         if shuffle:

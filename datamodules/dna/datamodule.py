@@ -12,11 +12,10 @@ Classification batches: see :mod:`datamodules.dna.labels`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, default_collate
 
 from ..base import TitansDataModule
 from .fasta import (WindowDataset, random_windows, read_fasta, split_held_out, tiled_windows,
@@ -58,14 +57,13 @@ class GenomicsPretrainDataModule(TitansDataModule):
         self.path, self.seq_len, self.val_fraction = path, seq_len, val_fraction
         self.train_windows, self.val_windows, self.rc_augment = train_windows, val_windows, rc_augment
         self.tokenizer = NucleotideTokenizer()
-        self.train = self.val = None
 
     @property
     def data_sizes(self) -> dict[str, int]:
         return {"vocab_size": self.tokenizer.vocab_size}
 
     def setup(self, stage: str) -> None:
-        if self.train is not None:
+        if self.datasets:
             return
         train, val = split_held_out(read_fasta(self.path, self.tokenizer), self.val_fraction)
         # A region of one base has no next base to predict (a record's end, or a cut at its last base).
@@ -76,17 +74,10 @@ class GenomicsPretrainDataModule(TitansDataModule):
         report_short_regions(train, length, "training")
         count = self.train_windows or max(sum(len(r) for r in train) // self.seq_len, self.batch_size)
         generator = torch.Generator().manual_seed(self.seed)
-        self.train = WindowDataset(train, length, *random_windows(train, length, count, generator), self.rc_augment)
-        self.val = WindowDataset(val, length, *tiled_windows(val, length, self.val_windows))
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.train, shuffle=True, collate_fn=default_collate)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader(self.val, collate_fn=default_collate)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        training = WindowDataset(train, length, *random_windows(train, length, count, generator), self.rc_augment)
+        held_out = WindowDataset(val, length, *tiled_windows(val, length, self.val_windows))
+        # test reads the held-out windows too: a FASTA file has no region set apart for testing
+        self.datasets = {"train": training, "val": held_out, "test": held_out}
 
 
 class GenomicsClassificationDataModule(TitansDataModule):
@@ -153,6 +144,7 @@ class GenomicsClassificationDataModule(TitansDataModule):
         if not self.splits:
             self.splits = stratified_split(self.data.labels, self.data.class_names, self.val_fraction,
                                            self.test_fraction, self.split_seed)
+            self.datasets = {split: self.dataset(split) for split in self.splits}
 
     def dataset(self, split: str) -> SequenceDataset:
         """The examples of ``split`` ("train", "val", "test") with this module's options."""
@@ -160,14 +152,8 @@ class GenomicsClassificationDataModule(TitansDataModule):
             return SequenceDataset(self.data, self.splits[split], rc_augment=self.rc_augment)
         return SequenceDataset(self.data, self.splits[split], with_rc=self.rc_average)
 
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("train"), shuffle=True, collate_fn=collate_sequences)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("val"), collate_fn=collate_sequences)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader(self.dataset("test"), collate_fn=collate_sequences)
+    def collate(self, split: str) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+        return collate_sequences  # pads each batch to its longest sequence
 
 
 def _reject_fasta(path: Path) -> None:

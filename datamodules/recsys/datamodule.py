@@ -26,13 +26,13 @@ untouched. The last real position of row b is ``lengths[b] - 1``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 import polars as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..base import TitansDataModule
 from .log import InteractionLog, read_interactions
@@ -136,8 +136,7 @@ class InteractionDataModule(TitansDataModule):
         train_windows: ``"all"`` cuts each training sequence into windows covering every item;
             ``"last"`` keeps only the most recent window per user (SASRec).
         eval_batch_size: users per validation/test/predict batch (default: ``batch_size``).
-        shuffle: shuffle the training windows every epoch.
-        **kwargs: ``batch_size``, ``num_workers``, ``seed``, ``pin_memory`` of the base.
+        **kwargs: ``batch_size``, ``num_workers``, ``seed``, ``pin_memory``, ``shuffle`` of the base.
 
     ``data_sizes`` is ``{"num_items": N}``; real item ids are 1..N, 0 is padding.
     ``vocabulary`` gives the original user and item ids (for writing recommendations).
@@ -155,7 +154,6 @@ class InteractionDataModule(TitansDataModule):
         max_len: int = 50,
         train_windows: Literal["all", "last"] = "all",
         eval_batch_size: Optional[int] = None,
-        shuffle: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -166,7 +164,7 @@ class InteractionDataModule(TitansDataModule):
         self.read_args = dict(user_column=user_column, item_column=item_column, timestamp_column=timestamp_column,
                               rating_column=rating_column, min_rating=min_rating, k_core_min=k_core)
         self.max_len, self.train_windows = max_len, train_windows
-        self.eval_batch_size, self.shuffle = eval_batch_size, shuffle
+        self.eval_batch_size = eval_batch_size
         self._interactions: Optional[InteractionLog] = None
 
     @property
@@ -186,20 +184,12 @@ class InteractionDataModule(TitansDataModule):
         return self.interactions.users, self.interactions.item_ids
 
     def setup(self, stage: str) -> None:
-        self.train = TrainingWindows(self.interactions, self.max_len, self.train_windows)
-        self.val, self.test, self.predict = (UserHistories(self.interactions, self.max_len, s) for s in HELD_OUT)
+        self.datasets = {"train": TrainingWindows(self.interactions, self.max_len, self.train_windows)}
+        self.datasets.update({split: UserHistories(self.interactions, self.max_len, split) for split in HELD_OUT})
 
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.train, shuffle=self.shuffle, collate_fn=TrainingWindows.collate)
+    def collate(self, split: str) -> Callable[[list], dict[str, Tensor]]:
+        """Training windows padded to the longest; evaluation adds what full ranking needs."""
+        return TrainingWindows.collate if split == "train" else self.datasets[split].collate
 
-    def _eval_loader(self, dataset: UserHistories) -> DataLoader:
-        return self.loader(dataset, collate_fn=dataset.collate, batch_size=self.eval_batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.val)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.test)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader(self.predict)
+    def batch_size_of(self, split: str) -> int:
+        return self.batch_size if split == "train" else self.eval_batch_size or self.batch_size

@@ -18,7 +18,7 @@ from typing import Literal, Optional
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..base import TitansDataModule
 from .corpus import PARAGRAPH, SPLITS, TokenCache, build_cache, cache_key, find_files, read_documents, \
@@ -181,10 +181,10 @@ class TextDataModule(TitansDataModule):
         if self.tokenizer.vocab_size > self.data_sizes["vocab_size"]:
             raise ValueError(f"TextDataModule: the tokenizer has {self.tokenizer.vocab_size} tokens, more than "
                              f"data_sizes['vocab_size'] = {self.data_sizes['vocab_size']}")
-        if stage == "predict":
-            self.predict_set = Prompts(self.prompts, self.tokenizer)
+        if stage == "predict":  # prompts only: a split too short for a window does not stop predict
+            self.datasets["predict"] = Prompts(self.prompts, self.tokenizer)
         else:
-            self.datasets = {split: self.windows(split) for split in SPLITS if self.split_is_used(split)}
+            self.datasets.update({split: self.windows(split) for split in SPLITS if self.split_is_used(split)})
 
     def split_is_used(self, split: str) -> bool:
         return split == "train" or {"val": self.val_fraction, "test": self.test_fraction}[split] > 0
@@ -213,19 +213,9 @@ class TextDataModule(TitansDataModule):
         need not import this package."""
         return open_tokenizer(source)
 
-    # ---- loaders -----------------------------------------------------------------------------
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["train"], shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["val"]) if "val" in self.datasets else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["test"]) if "test" in self.datasets else []
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.loader(self.predict_set, batch_size=1)
+    def batch_size_of(self, split: str) -> int:
+        """One prompt per predict batch (prompts differ in length); ``batch_size`` windows otherwise."""
+        return 1 if split == "predict" else self.batch_size
 
     def decode(self, ids) -> str:
         """Text of token ids (end-of-document tokens dropped)."""

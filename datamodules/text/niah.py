@@ -31,11 +31,11 @@ machines agree without storing anything. This module never imports the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from ..base import TitansDataModule
 from .corpus import decode_utf8, find_files
@@ -180,13 +180,15 @@ def only_item(items: list[Any]) -> Any:
 
 
 class GroupedBatches(Dataset):
-    """Whole evaluation batches as items (one context length each), for a loader with
-    ``batch_size=None``. Under data parallelism Lightning deals these items out to the ranks
-    (its distributed sampler repeats a few to even the ranks out, as for any evaluation set)."""
+    """Whole batches of ``samples`` as items (one context length each), for a loader that takes one
+    item per batch. ``full_only`` keeps only batches of ``batch_size`` samples (training: an
+    incomplete group is dropped). Under data parallelism Lightning deals these items out to the
+    ranks (its distributed sampler repeats a few to even the ranks out, as for any evaluation set)."""
 
-    def __init__(self, samples: NeedleSet, batch_size: int) -> None:
+    def __init__(self, samples: NeedleSet, batch_size: int, full_only: bool = False) -> None:
         self.samples = samples
-        self.groups = same_length_groups([n for n, _ in samples.cells], batch_size)
+        groups = same_length_groups([n for n, _ in samples.cells], batch_size)
+        self.groups = [g for g in groups if len(g) == batch_size] if full_only else groups
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -227,7 +229,7 @@ class NeedleDataModule(TitansDataModule):
         samples_per_cell: samples per (length, depth) cell of each grid.
         eval_batch_size: samples per evaluation batch (one length per batch); None = batch_size.
         data_seed: seeds every sample (validation and test draw from separate streams).
-        batch_size, num_workers, seed, pin_memory: see :class:`TitansDataModule`.
+        batch_size, num_workers, seed, pin_memory, shuffle: see :class:`TitansDataModule`.
     """
 
     def __init__(
@@ -256,7 +258,6 @@ class NeedleDataModule(TitansDataModule):
         self.eval_batch_size = self.batch_size if eval_batch_size is None else eval_batch_size
         self.tokenizer = ByteTokenizer()
         self.validate()
-        self.datasets: dict[str, NeedleSet] = {}
 
     def validate(self) -> None:
         """Raise on any argument outside its range, naming it (nothing is silently changed)."""
@@ -316,31 +317,23 @@ class NeedleDataModule(TitansDataModule):
         return [(cycle[(i // self.batch_size) % len(cycle)], None) for i in range(self.train_samples)]
 
     def setup(self, stage: str) -> None:
+        """``datasets``: whole batches (:class:`GroupedBatches`, their samples in ``.samples``):
+        training batches of one length each, in an order shuffled per epoch (an incomplete last
+        batch is dropped; under data parallelism each rank draws its own batches); evaluation
+        batches of one context length each, the grid in order (short contexts first)."""
         train, held_out = self.haystacks()
         common = dict(kind=self.needle, needle_len=self.needle_len, seed=self.data_seed)
-        self.datasets = {
-            "train": NeedleSet(train, self.train_cells(), split="train", with_answer=False, **common),
-            "val": NeedleSet(held_out, self.eval_cells(), split="val", with_answer=True, **common),
-            "test": NeedleSet(held_out, self.eval_cells(), split="test", with_answer=True, **common),
-        }
+        train_samples = NeedleSet(train, self.train_cells(), split="train", with_answer=False, **common)
+        self.datasets = {"train": GroupedBatches(train_samples, self.batch_size, full_only=True)}
+        for split in ("val", "test"):
+            samples = NeedleSet(held_out, self.eval_cells(), split=split, with_answer=True, **common)
+            self.datasets[split] = GroupedBatches(samples, self.eval_batch_size)
 
-    def train_dataloader(self) -> DataLoader:
-        """Whole batches of one length each, in an order shuffled per epoch (an incomplete last
-        batch is dropped); under data parallelism each rank draws its own batches."""
-        batches = GroupedBatches(self.datasets["train"], self.batch_size)
-        full = [i for i, group in enumerate(batches.groups) if len(group) == self.batch_size]
-        return self.loader(torch.utils.data.Subset(batches, full), shuffle=True, collate_fn=only_item, batch_size=1)
+    def collate(self, split: str) -> Callable[[list[Any]], Any]:
+        return only_item  # each item is a whole batch already
 
-    def eval_loader(self, split: str) -> DataLoader:
-        """One context length per batch, the grid in order (short contexts first)."""
-        batches = GroupedBatches(self.datasets[split], self.eval_batch_size)
-        return DataLoader(batches, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_loader("test")
+    def batch_size_of(self, split: str) -> int:
+        return 1  # one whole batch per loader batch
 
     def decode(self, ids) -> str:
         """Text of token ids (end-of-document tokens dropped)."""

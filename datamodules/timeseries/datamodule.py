@@ -39,7 +39,7 @@ import polars as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from . import io
 from ..base import TitansDataModule
@@ -149,7 +149,7 @@ class TimeSeriesDataModule(TitansDataModule):
         interpolate: fill missing values linearly instead of raising.
         predict_split: windows ``titans predict`` forecasts: a split's, or ``"future"`` (the
             last ``lookback`` rows, forecasting past the end of the file).
-        shuffle: shuffle training windows every epoch.
+        **kwargs: ``batch_size``, ``num_workers``, ``seed``, ``pin_memory``, ``shuffle`` of the base.
     """
 
     def __init__(
@@ -165,7 +165,6 @@ class TimeSeriesDataModule(TitansDataModule):
         scale: bool = True,
         interpolate: bool = False,
         predict_split: Literal["train", "val", "test", "future"] = "test",
-        shuffle: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -179,9 +178,8 @@ class TimeSeriesDataModule(TitansDataModule):
         self.covariate_columns = list(covariates or [])
         self.lookback, self.horizon, self.split = lookback, horizon, split
         self.ratios, self.scale, self.interpolate = tuple(ratios), scale, interpolate
-        self.predict_split, self.shuffle = predict_split, shuffle
+        self.predict_split = predict_split
         self._table: Optional[Table] = None
-        self.datasets: dict[str, ForecastWindows] = {}
 
     # ---- the table, read once -------------------------------------------------------------
 
@@ -256,6 +254,9 @@ class TimeSeriesDataModule(TitansDataModule):
     # ---- Lightning hooks ------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        """``datasets``: the windows of train, val and test, of ``"future"`` and, as ``"predict"``,
+        those of ``predict_split``. The base's loaders keep every test window (dropping the last
+        partial batch, as some public code does, changes the published numbers)."""
         if self.datasets:
             return
         table, borders = self.table, self.borders()
@@ -269,20 +270,7 @@ class TimeSeriesDataModule(TitansDataModule):
             self.datasets[split] = ForecastWindows(values, covariates, a, b, self.lookback, self.horizon)
         rows = len(table.times)
         self.datasets["future"] = ForecastWindows(values, covariates, rows - self.lookback, rows, self.lookback, 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["train"], shuffle=self.shuffle)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets["val"])
-
-    def test_dataloader(self) -> DataLoader:
-        # Every test window counts (no drop_last: dropping the last partial batch, as some
-        # public code does, changes the published numbers).
-        return self.loader(self.datasets["test"])
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.loader(self.datasets[self.predict_split])
+        self.datasets["predict"] = self.datasets[self.predict_split]
 
     # ---- back to the user's units and times -----------------------------------------------
 

@@ -106,12 +106,13 @@ def test_pretrain_datamodule_windows_stay_inside_training_records(tmp_path):
     batch = next(iter(data.train_dataloader()))
     assert batch["tokens"].shape == batch["mask"].shape == (8, 16)
     assert torch.equal(batch["mask"], batch["tokens"] != PAD)
-    for i in range(len(data.train)):
-        tokens = data.train[i]["tokens"]
+    train, val = data.datasets["train"], data.datasets["val"]
+    for i in range(len(train)):
+        tokens = train[i]["tokens"]
         real = tokens[tokens != PAD]
         assert len(set(real.tolist())) == 1 and torch.all(tokens[len(real):] == PAD)
     # 10% of 220 bases is held out: the last 22 of r7; its windows score all of them but the first.
-    scored = sum(int((data.val[i]["mask"][1:] & data.val[i]["mask"][:-1]).sum()) for i in range(len(data.val)))
+    scored = sum(int((val[i]["mask"][1:] & val[i]["mask"][:-1]).sum()) for i in range(len(val)))
     assert scored == 21
 
 
@@ -121,8 +122,9 @@ def test_pretrain_rc_augment_switch(tmp_path):
     plain, augmented = make(False), make(True)
     plain.setup("fit"), augmented.setup("fit")
     torch.manual_seed(0)
-    windows = [(plain.train[i]["tokens"], augmented.train[i]["tokens"]) for i in range(64)]
+    plain_train, augmented_train = plain.datasets["train"], augmented.datasets["train"]
+    windows = [(plain_train[i]["tokens"], augmented_train[i]["tokens"]) for i in range(64)]
     forward = sum(torch.equal(a, b) for a, b in windows)
     reverse = sum(torch.equal(reverse_complement_tokens(a), b) for a, b in windows)
     assert forward + reverse == 64 and 10 < reverse < 54
-    assert all(torch.equal(plain.train[i]["tokens"], w[0]) for i, w in enumerate(windows))  # off = unchanged
+    assert all(torch.equal(plain_train[i]["tokens"], w[0]) for i, w in enumerate(windows))  # off = unchanged

@@ -17,7 +17,7 @@ class PredictionFigure(FigureLogger):
     """Target and prediction of the first channel of the first validation sequence."""
 
     def make_figures(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Figure]:
-        x, y = trainer.datamodule.val.tensors
+        x, y = trainer.datamodule.datasets["val"].tensors
         with torch.no_grad():
             _, prediction = pl_module((x[:1], y[:1]))
         figure = Figure(figsize=(4, 2))

@@ -6,7 +6,7 @@ Shapes: x, y (N, T, C); ``y[:, t] = x[:, t - delay]`` and ``y[:, t] = 0`` for ``
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 from datamodules.base import TitansDataModule
 
@@ -28,14 +28,17 @@ class DelayedCopyDataModule(TitansDataModule):
         delay: how far back the target looks.
         num_train: training sequences (``num_train / batch_size`` steps per epoch).
         num_eval: validation and test sequences each.
-        shuffle: shuffle the training set each epoch.
+        **kwargs: ``batch_size``, ``num_workers``, ``seed``, ``pin_memory``, ``shuffle`` of the base.
+
+    The base builds the loaders from ``self.datasets`` (training shuffled when ``shuffle`` is set);
+    a DataModule whose batches need more than stacking also writes ``collate(split)``.
     """
 
     def __init__(self, channels: int = 4, seq_len: int = 16, delay: int = 2, num_train: int = 16,
-                 num_eval: int = 8, shuffle: bool = True, **kwargs) -> None:
+                 num_eval: int = 8, **kwargs) -> None:
         super().__init__(**kwargs)
         self.channels, self.seq_len, self.delay = channels, seq_len, delay
-        self.num_train, self.num_eval, self.shuffle = num_train, num_eval, shuffle
+        self.num_train, self.num_eval = num_train, num_eval
 
     @property
     def data_sizes(self) -> dict[str, int]:
@@ -44,13 +47,5 @@ class DelayedCopyDataModule(TitansDataModule):
     def setup(self, stage: str) -> None:
         generator = torch.Generator().manual_seed(self.seed)
         sizes = (self.seq_len, self.channels, self.delay, generator)
-        self.train, self.val, self.test = (delayed_copy(n, *sizes) for n in (self.num_train, self.num_eval, self.num_eval))
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader(self.train, shuffle=self.shuffle)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader(self.val)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader(self.test)
+        counts = {"train": self.num_train, "val": self.num_eval, "test": self.num_eval}
+        self.datasets = {split: delayed_copy(n, *sizes) for split, n in counts.items()}

@@ -49,7 +49,7 @@ def test_insertion_point_is_the_nearest_boundary():
 def test_sample_layout_and_loss_mask(kind, pattern):
     dm = NeedleDataModule(needle=kind, train_length=200, eval_lengths=[200], depths=[0.5], samples_per_cell=1)
     dm.setup("fit")
-    item = dm.datasets["val"][0]
+    item = dm.datasets["val"].samples[0]
     tokens = torch.cat((item["input"][:1], item["target"]))
     assert item["input"].shape == (200,) and torch.equal(item["input"][1:], item["target"][:-1])
     assert item["input"][0] == EOD and (item["target_bytes"] == 1).all()
@@ -71,9 +71,9 @@ def test_samples_are_deterministic_and_splits_differ():
     make = lambda: NeedleDataModule(eval_lengths=[256], samples_per_cell=3)  # noqa: E731
     a, b = make(), make()
     a.setup("fit"), b.setup("fit")
-    assert torch.equal(a.datasets["val"][2]["input"], b.datasets["val"][2]["input"])
-    assert torch.equal(a.datasets["train"][5]["input"], b.datasets["train"][5]["input"])
-    assert not torch.equal(a.datasets["val"][2]["answer"], a.datasets["test"][2]["answer"])
+    assert torch.equal(a.datasets["val"].samples[2]["input"], b.datasets["val"].samples[2]["input"])
+    assert torch.equal(a.datasets["train"].samples[5]["input"], b.datasets["train"].samples[5]["input"])
+    assert not torch.equal(a.datasets["val"].samples[2]["answer"], a.datasets["test"].samples[2]["answer"])
 
 
 def test_evaluation_batches_hold_one_length_in_grid_order():
