@@ -166,7 +166,8 @@ def print_floors(times: dict[str, list[float]], gflop: dict[str, float], chunk_r
         writes = gflop[variant] - gflop[name]
         bound = rest + writes / chunk_rate
         versus = "" if transformer is None else f"; transformer {transformer:.2f} s: at best {transformer / bound:.2f}x"
-        print(f"       {variant:>5}: {rest:.2f} s + {writes:.1f} GFLOP / {chunk_rate:.1f} GFLOP/s = {bound:.2f} s{versus}")
+        print(f"       {variant:>5}: {rest:.2f} s + {writes:.1f} GFLOP / {chunk_rate:.1f} GFLOP/s"
+              f" = {bound:.2f} s{versus}")
 
 
 @torch.no_grad()

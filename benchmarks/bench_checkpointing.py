@@ -62,7 +62,8 @@ def measure(variant: str, mode: str, seq: int, steps: int, segment: int) -> dict
     first = train_step(model, opt, x)
     _, peak = rss_mib()
     times = [train_step(model, opt, x) for _ in range(steps)]
-    return {"mode": mode, "peak_mib": peak - before, "first_s": first, "step_s": statistics.median(times) if times else first}
+    return {"mode": mode, "peak_mib": peak - before, "first_s": first,
+            "step_s": statistics.median(times) if times else first}
 
 
 def run_modes(args: argparse.Namespace) -> list[list[dict]]:

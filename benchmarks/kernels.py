@@ -9,7 +9,7 @@ keeps (``bmm``, ``baddbmm``), which its generated ``call`` function lists one pe
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch._inductor.utils import run_and_get_code

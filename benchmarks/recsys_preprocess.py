@@ -58,7 +58,7 @@ def main() -> None:
         for suffix in (".csv", ".parquet"):
             path = Path(folder) / f"log{suffix}"
             log.write_csv(path) if suffix == ".csv" else log.write_parquet(path)
-            read = lambda: read_interactions(path, "user", "item", "time", k_core_min=5)  # noqa: E731
+            read = lambda path=path: read_interactions(path, "user", "item", "time", k_core_min=5)  # noqa: E731
             seconds, result = timed(read, args.rounds)
             print(f"read_interactions {suffix:8s} ({path.stat().st_size / 1e6:5.1f} MB, 5-core): {seconds:6.2f} s "
                   f"-> {len(result.items):,} interactions, {result.num_users:,} users, {result.num_items:,} items")

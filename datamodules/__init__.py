@@ -11,4 +11,11 @@ from .recsys import InteractionDataModule
 from .text import TextDataModule
 from .timeseries import TimeSeriesDataModule
 
-__all__ = ["TitansDataModule"]
+__all__ = [
+    "GenomicsClassificationDataModule",
+    "GenomicsPretrainDataModule",
+    "InteractionDataModule",
+    "TextDataModule",
+    "TimeSeriesDataModule",
+    "TitansDataModule",
+]

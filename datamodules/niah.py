@@ -1,4 +1,5 @@
-"""Old path of the needle-in-a-haystack DataModule (earlier recipes and runs' ``config.yaml``): use ``datamodules.text``."""
+"""Old path of the needle-in-a-haystack DataModule (earlier recipes and runs' ``config.yaml``):
+use ``datamodules.text``."""
 
 from .text import NeedleDataModule
 

@@ -6,7 +6,8 @@ from benchmarks import bench_checkpointing
 
 
 def test_bench_checkpointing_prints_every_mode(capsys):
-    bench_checkpointing.main(["--seq", "64", "--steps", "1", "--segment", "2", "--modes", "none", "both", "--rounds", "1"])
+    bench_checkpointing.main(["--seq", "64", "--steps", "1", "--segment", "2", "--modes", "none", "both",
+                              "--rounds", "1"])
     out = capsys.readouterr().out
     rows = re.findall(r"^(none|both)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, flags=re.M)
     assert [r[0] for r in rows] == ["none", "both"], out

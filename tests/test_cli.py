@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from external_domain.runs import EXTERNAL_RECIPE, read_metrics, series
 
+from external_domain.runs import EXTERNAL_RECIPE, read_metrics, series
 from titans_lightning.cli import main
 
 
@@ -84,7 +84,8 @@ def test_a_typo_in_a_recipe_fails_with_a_message_naming_the_key(original, typo, 
 
 @pytest.mark.parametrize("args, keys", [
     (["--model.temperature", "0.5"], ["model.init_args.temperature"]),
-    (["--model.init_args.top_k=3", "--model.backbone.dim", "32"], ["model.init_args.top_k", "model.init_args.backbone.dim"]),
+    (["--model.init_args.top_k=3", "--model.backbone.dim", "32"],
+     ["model.init_args.top_k", "model.init_args.backbone.dim"]),
     (["--model", "x.Task", "--model.class_path", "x.Task", "--data.path", "a"], []),
 ], ids=["plain", "init_args-and-nested", "class-not-an-argument"])
 def test_model_keys_of_a_command_line(args, keys):

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from external_domain.runs import EXTERNAL_RECIPE, QUIET
 from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import Dataset
 
 from datamodules import TitansDataModule
+from external_domain.runs import EXTERNAL_RECIPE, QUIET
 from titans_lightning.cli import main
 from titans_lightning.errors import TRACEBACK_VARIABLE
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from external_domain.runs import REPO
 
+from external_domain.runs import REPO
 from titans_lightning.cli import main
 
 # old class path -> the canonical one (the data source's subpackage)

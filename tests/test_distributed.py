@@ -10,10 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from external_domain.runs import EXTERNAL_RECIPE, QUIET, REPO, fit_in_process, newest_version, read_metrics, run_subprocess, series
+
+from external_domain.runs import (
+    EXTERNAL_RECIPE,
+    QUIET,
+    REPO,
+    fit_in_process,
+    newest_version,
+    read_metrics,
+    run_subprocess,
+    series,
+)
 
 GLOBAL_BATCH = 8
-TWO_CPU_PROCESSES = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--data.batch_size", str(GLOBAL_BATCH // 2)]
+TWO_CPU_PROCESSES = ["--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                     "--data.batch_size", str(GLOBAL_BATCH // 2)]
 #: variant -> the steps both runs train: the full recipe (4 steps, two validations) or one step
 ONE_STEP = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.enable_checkpointing", "false"]
 STEPS = {"mac": [], "lmm": [], "mag": ONE_STEP, "mal": ONE_STEP}
@@ -59,7 +70,8 @@ def test_two_processes_match_one_process(one_process, tmp_path, variant, fragmen
 
 
 def test_fsdp_shards_every_block_of_mac_matches_one_process_and_resumes(one_process, tmp_path):
-    run_dir = fit_two_processes(tmp_path / "first", "fsdp.yaml", "mac", "--trainer.callbacks+=external_domain.ShardReport")
+    run_dir = fit_two_processes(tmp_path / "first", "fsdp.yaml", "mac",
+                                "--trainer.callbacks+=external_domain.ShardReport")
     assert_same_trajectory(read_metrics(run_dir), one_process("mac"))
 
     for rank in (0, 1):
@@ -74,7 +86,8 @@ def test_fsdp_shards_every_block_of_mac_matches_one_process_and_resumes(one_proc
     assert sorted(f.name for f in last.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
     assert torch.load(last / "meta.pt", weights_only=False)["global_step"] == 4
 
-    resumed = fit_two_processes(tmp_path / "resumed", "fsdp.yaml", "mac", "--trainer.max_steps", "6", "--ckpt_path", str(last))
+    resumed = fit_two_processes(tmp_path / "resumed", "fsdp.yaml", "mac", "--trainer.max_steps", "6",
+                                "--ckpt_path", str(last))
     assert torch.load(resumed / "checkpoints" / "last.ckpt" / "meta.pt", weights_only=False)["global_step"] == 6
     steps = series(read_metrics(resumed), "train/loss")
     assert len(steps) == 2 and min(steps) >= 4, "the resumed run trains only the two missing steps"

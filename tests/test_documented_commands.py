@@ -30,13 +30,15 @@ import re
 import runpy
 import shlex
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 from unittest import mock
 
 import pytest
 import yaml
+
 from external_domain.runs import EXTERNAL_RECIPE, QUIET, REPO
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md")),
@@ -127,7 +129,7 @@ def segments(tokens: list[str]) -> Iterator[list[str]]:
             loop = None
             continue
         if loop:
-            words = [w.replace("${%s}" % loop[0], loop[1]).replace("$" + loop[0], loop[1]) for w in words]
+            words = [w.replace("${" + loop[0] + "}", loop[1]).replace("$" + loop[0], loop[1]) for w in words]
         kept = []
         for word in words:
             if kept and kept[-1] in REDIRECTS:
@@ -237,7 +239,8 @@ def titans_run_root(args: tuple[str, ...]) -> Optional[str]:
     """The debug run folder a ``titans`` command trains or reads, if it is cheap enough to run."""
     if not args or args[0] not in ("fit", "validate", "test", "predict"):
         return None
-    if option_value(args, "--trainer.devices") not in ([], ["1"]) or option_value(args, "--trainer.num_nodes", "--trainer.strategy"):
+    if (option_value(args, "--trainer.devices") not in ([], ["1"])
+            or option_value(args, "--trainer.num_nodes", "--trainer.strategy")):
         return None
     if option_value(args, "--trainer.accelerator") not in ([], ["cpu"]):
         return None

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from external_domain.runs import QUIET, REPO, subprocess_env
 from lightning.pytorch import LightningDataModule
 
+from external_domain.runs import QUIET, REPO, subprocess_env
 from titans_lightning.cli import main
 from titans_lightning.errors import TRACEBACK_VARIABLE, is_input_error
 

@@ -8,13 +8,14 @@ and leave its own settings in the merged config.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
-from external_domain.runs import EXTERNAL_RECIPE, QUIET, REPO
 
+from external_domain.runs import EXTERNAL_RECIPE, QUIET, REPO
 from titans_lightning.backbone.config import SIZES
 from titans_lightning.cli import main
 from titans_lightning.tasks import TitansTask
@@ -107,5 +108,5 @@ def test_recipe_trains_a_few_steps_at_debug_size(recipe, tmp_path):
     debug.write_text(yaml.safe_dump(DEBUG_BACKBONE))
     shrink = ["-c", str(debug)] if has_backbone(recipe) else []
     main(["fit", "-c", str(recipe), *shrink, "--trainer.fast_dev_run", "2", "--trainer.accelerator", "cpu",
-          "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--trainer.default_root_dir", str(tmp_path),
-          "--data.batch_size", "2", *QUIET])
+          "--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.precision", "32-true",
+          "--trainer.default_root_dir", str(tmp_path), "--data.batch_size", "2", *QUIET])

@@ -4,6 +4,7 @@ LR-scheduler states, and trains only the missing steps."""
 from __future__ import annotations
 
 import torch
+
 from external_domain.runs import read_metrics, series
 
 

@@ -18,11 +18,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from external_domain.runs import QUIET, REPO, newest_version, read_metrics, run_subprocess, series, subprocess_env
 from test_documented_commands import COMMANDS, Command
 
+from external_domain.runs import QUIET, REPO, newest_version, read_metrics, run_subprocess, series, subprocess_env
+
 SOURCE = "docs/scale-out.md"
-STEPS = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1", *QUIET]
+STEPS = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.val_check_interval", "2",
+         "--trainer.limit_val_batches", "1", *QUIET]
 MULTI_PROCESS = ("recipes/trainer/ddp.yaml", "recipes/trainer/fsdp.yaml")
 
 
@@ -84,7 +86,8 @@ def test_the_scale_out_page_documents_each_form():
 @pytest.fixture(scope="module")
 def fsdp_checkpoint(tmp_path_factory) -> Path:
     """``last.ckpt`` (a folder of shards) of the CPU form of the page's first FSDP command."""
-    first = next(c for c in scale_out_commands() if "recipes/trainer/fsdp.yaml" in c.args and "--ckpt_path" not in c.args)
+    first = next(c for c in scale_out_commands()
+                 if "recipes/trainer/fsdp.yaml" in c.args and "--ckpt_path" not in c.args)
     return run(first, tmp_path_factory.mktemp("fsdp")) / "checkpoints" / "last.ckpt"
 
 

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from external_domain import DelayedCopyTask
 from torch import nn
 from torchmetrics import MeanSquaredError
 
+from external_domain import DelayedCopyTask
 from titans_lightning.backbone import TitansConfig
 from titans_lightning.tasks import Task, TitansTask, WarmupCosine, warmup_cosine_factor
 

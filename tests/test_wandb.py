@@ -54,8 +54,8 @@ def test_offline_run_writes_metrics_figures_and_config(tmp_path):
                          WANDB_CONFIG_DIR=str(tmp_path / "config"), WANDB_CACHE_DIR=str(tmp_path / "cache"),
                          HOME=str(tmp_path), WANDB_API_KEY="")
     run_subprocess(["fit", "-c", str(EXTERNAL_RECIPE), "-c", str(REPO / "recipes" / "logger" / "wandb.yaml"),
-                    "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=external_domain.PredictionFigure",
-                    *QUIET], env=env)
+                    "--trainer.default_root_dir", str(tmp_path),
+                    "--trainer.callbacks+=external_domain.PredictionFigure", *QUIET], env=env)
 
     (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
     logged = history(next(offline_run.glob("run-*.wandb")))

@@ -36,8 +36,9 @@ import dis
 import functools
 import os
 import sys
+from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Callable, Optional, TypeVar
+from typing import Optional, TypeVar
 
 from lightning.pytorch import LightningDataModule
 

@@ -16,8 +16,9 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
+from typing import Optional, Union
 
 __all__ = ["QUIET", "RunFailed", "fresh_env", "last_values", "newest_version", "read_metrics", "run_titans",
            "series"]

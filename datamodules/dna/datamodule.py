@@ -11,17 +11,23 @@ Classification batches: see :mod:`datamodules.dna.labels`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..base import TitansDataModule
-from .fasta import (WindowDataset, random_windows, read_fasta, split_held_out, tiled_windows,
-                             report_short_regions)
-from .labels import (LabelledSequences, SequenceDataset, collate_sequences, read_csv_sequences,
-                              read_fasta_classes, stratified_split)
+from .fasta import WindowDataset, random_windows, read_fasta, report_short_regions, split_held_out, tiled_windows
+from .labels import (
+    LabelledSequences,
+    SequenceDataset,
+    collate_sequences,
+    read_csv_sequences,
+    read_fasta_classes,
+    stratified_split,
+)
 from .tokenizer import NucleotideTokenizer
 
 

@@ -114,8 +114,9 @@ class WindowDataset(Dataset):
     """Windows of ``length`` tokens at given starts in regions; a region shorter than a window
     gives one window padded with PAD at the end.
 
-    Items: ``{"tokens": (L,) int64, "mask": (L,) bool}`` (mask: not padding). With ``rc_augment`` each item is replaced by its reverse
-    complement with probability 1/2 (drawn from torch's global generator, seeded per worker).
+    Items: ``{"tokens": (L,) int64, "mask": (L,) bool}`` (mask: not padding). With ``rc_augment``
+    each item is replaced by its reverse complement with probability 1/2 (drawn from torch's global
+    generator, seeded per worker).
     """
 
     def __init__(self, regions: list[Tensor], length: int, region_ids: Tensor, starts: Tensor,

@@ -13,9 +13,10 @@ Batch contract of :class:`~datamodules.dna.GenomicsClassificationDataModule`::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import polars as pl
 import torch

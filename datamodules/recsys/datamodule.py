@@ -25,8 +25,9 @@ untouched. The last real position of row b is ``lengths[b] - 1``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 import numpy as np
 import polars as pl

@@ -161,7 +161,7 @@ class TokenCache:
     meta: dict
 
     @classmethod
-    def open(cls, folder: Path) -> "TokenCache":
+    def open(cls, folder: Path) -> TokenCache:
         return cls(folder, json.loads((folder / "meta.json").read_text()))
 
     def tokenizer(self) -> TextTokenizer:

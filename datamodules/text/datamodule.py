@@ -21,8 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import Dataset
 
 from ..base import TitansDataModule
-from .corpus import PARAGRAPH, SPLITS, TokenCache, build_cache, cache_key, find_files, read_documents, \
-    split_documents
+from .corpus import PARAGRAPH, SPLITS, TokenCache, build_cache, cache_key, find_files, read_documents, split_documents
 from .tokenizer import ByteTokenizer, TextTokenizer, open_tokenizer
 
 
@@ -152,7 +151,8 @@ class TextDataModule(TitansDataModule):
 
     def _hash_folder(self) -> Path:
         files = find_files(self.path)
-        spec = {"tokenizer": self.tokenizer_kind, "bpe_vocab_size": self.bpe_vocab_size if self.tokenizer_kind == "bpe" else None,
+        spec = {"tokenizer": self.tokenizer_kind,
+                "bpe_vocab_size": self.bpe_vocab_size if self.tokenizer_kind == "bpe" else None,
                 "val_fraction": self.val_fraction, "test_fraction": self.test_fraction, "split_seed": self.split_seed,
                 "separator": self.separator(files)}
         return self.cache_dir / cache_key(files, spec)
@@ -166,7 +166,8 @@ class TextDataModule(TitansDataModule):
         separator = self.separator(files)
         if separator == PARAGRAPH and self.document_separator is None:
             rank_zero_info(f"TextDataModule: {len(files)} file(s) cannot be split by file into train/val/test; "
-                           "blank-line-separated paragraphs are the documents (set --data.document_separator to choose)")
+                           "blank-line-separated paragraphs are the documents "
+                           "(set --data.document_separator to choose)")
         documents = read_documents(files, separator)
         if not any(d.text.strip() for d in documents):
             raise ValueError(f"TextDataModule: the corpus {self.path!r} ({len(files)} file(s)) holds no text")

@@ -30,8 +30,9 @@ machines agree without storing anything. This module never imports the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import torch
@@ -272,7 +273,8 @@ class NeedleDataModule(TitansDataModule):
         if not self.train_lengths or not self.eval_lengths or not self.depths:
             raise ValueError(f"{name}: train_length, eval_lengths and depths must each hold at least one value")
         if self.train_samples < self.batch_size:
-            raise ValueError(f"{name}.train_samples: expected >= batch_size ({self.batch_size}), got {self.train_samples}")
+            raise ValueError(f"{name}.train_samples: expected >= batch_size ({self.batch_size}), "
+                             f"got {self.train_samples}")
         bad = [d for d in self.depths if not 0.0 <= d <= 1.0]
         if bad:
             raise ValueError(f"{name}.depths: expected values in [0, 1], got {bad}")

@@ -11,8 +11,9 @@ models with different tokenizers comparable (nanochat's ``evaluate_bpb``).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -87,7 +88,7 @@ class BPETokenizer:
         self.eod_id = eod
 
     @classmethod
-    def train(cls, documents: Iterable[str], vocab_size: int) -> "BPETokenizer":
+    def train(cls, documents: Iterable[str], vocab_size: int) -> BPETokenizer:
         """Learn ``vocab_size - 257`` merges (256 base bytes and the end-of-document token come
         first) from ``documents``. Deterministic for the same documents."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -103,7 +104,7 @@ class BPETokenizer:
         return cls(tokenizer)
 
     @classmethod
-    def load(cls, path: Path) -> "BPETokenizer":
+    def load(cls, path: Path) -> BPETokenizer:
         from tokenizers import Tokenizer
 
         return cls(Tokenizer.from_file(str(path)))

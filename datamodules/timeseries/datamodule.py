@@ -29,10 +29,11 @@ Batch contract (shapes: B windows, L lookback, H horizon, C targets, K covariate
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal, Optional, Sequence, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 import polars as pl
@@ -41,8 +42,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from . import io
 from ..base import TitansDataModule
+from . import io
 
 SPLITS = ("train", "val", "test")
 ETT_MONTHS = (12, 4, 4)
@@ -73,13 +74,13 @@ class StandardScaler:
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
 
     @classmethod
-    def fit(cls, values: np.ndarray) -> "StandardScaler":
+    def fit(cls, values: np.ndarray) -> StandardScaler:
         """From (rows, C) training values (population std, as scikit-learn)."""
         std = values.std(axis=0, dtype=np.float64)
         return cls(values.mean(axis=0, dtype=np.float64), np.where(std > 0, std, 1.0))
 
     @classmethod
-    def identity(cls, columns: int) -> "StandardScaler":
+    def identity(cls, columns: int) -> StandardScaler:
         return cls(np.zeros(columns), np.ones(columns))
 
     def transform(self, values: np.ndarray) -> np.ndarray:

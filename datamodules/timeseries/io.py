@@ -9,8 +9,9 @@ Shape legend: T rows (time steps), C columns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import numpy as np
 import polars as pl

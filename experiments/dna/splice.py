@@ -114,10 +114,12 @@ def summary(rows: list[tuple[str, dict[str, float]]]) -> str:
 
 def verdict(rows: list[tuple[str, dict[str, float]]]) -> str:
     """The issue's targets on the mean test accuracy over seeds."""
-    mean = {name: statistics.mean(r["accuracy"] for n, r in rows if n == name) for name in dict.fromkeys(n for n, _ in rows)}
+    mean = {name: statistics.mean(r["accuracy"] for n, r in rows if n == name)
+            for name in dict.fromkeys(n for n, _ in rows)}
     mcc = {name: statistics.mean(r["mcc"] for n, r in rows if n == name) for name in mean}
     lmm, transformer = mean["titans-lmm"], mean["transformer"]
-    return (f"Titans LMM - transformer (means): accuracy {lmm - transformer:+.4f}, MCC {mcc['titans-lmm'] - mcc['transformer']:+.4f}; "
+    return (f"Titans LMM - transformer (means): accuracy {lmm - transformer:+.4f}, "
+            f"MCC {mcc['titans-lmm'] - mcc['transformer']:+.4f}; "
             f"targets: LMM accuracy >= 0.95 {'met' if lmm >= 0.95 else 'NOT met'} ({lmm:.4f}), "
             f">= transformer {'met' if lmm >= transformer else 'NOT met'} ({transformer:.4f})")
 

@@ -22,9 +22,10 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics, run_titans, series
 

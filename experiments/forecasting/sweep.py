@@ -168,7 +168,8 @@ def summary(rows: list[dict[str, Any]], horizons: list[int]) -> str:
     for lookback, revin in configs:
         cells = [at.get((lookback, revin, h)) for h in horizons]
         done = [c for c in cells if c]
-        mean = (f"{sum(c['val_mse'] for c in done) / len(done):.3f} / {sum(c['test_mse'] for c in done) / len(done):.3f}"
+        mean = (f"{sum(c['val_mse'] for c in done) / len(done):.3f}"
+                f" / {sum(c['test_mse'] for c in done) / len(done):.3f}"
                 if len(done) == len(horizons) else "-")
         lines.append(f"| {lookback} | {'on' if revin else 'off'} | "
                      + " | ".join(f"{c['val_mse']:.3f} / {c['test_mse']:.3f}" if c else "-" for c in cells)
@@ -176,8 +177,9 @@ def summary(rows: list[dict[str, Any]], horizons: list[int]) -> str:
     for split in ("val", "test"):
         picks = [min((r for r in rows if r["horizon"] == h), key=lambda r: r[f"{split}_mse"]) for h in horizons]
         label = "validation selects" if split == "val" else "test would select (not a selection: the disagreement)"
-        lines.append(f"\n{label}: " + ", ".join(f"H={p['horizon']} L={p['lookback']} RevIN {'on' if p['revin'] else 'off'}"
-                                               f" (test {p['test_mse']:.3f})" for p in picks)
+        lines.append(f"\n{label}: "
+                     + ", ".join(f"H={p['horizon']} L={p['lookback']} RevIN {'on' if p['revin'] else 'off'}"
+                                 f" (test {p['test_mse']:.3f})" for p in picks)
                      + f"; average test MSE {sum(p['test_mse'] for p in picks) / len(picks):.3f}")
     return "\n".join(lines)
 

@@ -36,7 +36,8 @@ def backbone_fields(args: argparse.Namespace) -> dict[str, int]:
     the window (a MAC token sees on average half its segment, an SWA token its whole window)."""
     quarter = max(8, args.seq_len // 4)
     return dict(dim=args.dim, depth=args.depth, heads=4, segment_len=2 * quarter, window=quarter,
-                chunk_size=max(4, quarter // 4), persistent_tokens=4, memory_heads=4, memory_depth=2, memory_expansion=2)
+                chunk_size=max(4, quarter // 4), persistent_tokens=4, memory_heads=4, memory_depth=2,
+                memory_expansion=2)
 
 
 def matched_widths(fields: dict[str, int]) -> dict[str, tuple[int, int]]:
@@ -100,8 +101,8 @@ def table(results: list[dict], widths: dict, tokens: int) -> str:
     for r in results:
         hidden, params = widths[r["variant"]]
         ratio = f"{r['test_bpb'] / reference:.3f}" if reference else "-"
-        lines.append(f"| {r['variant']} | {params:,} | {hidden} | {tokens:,} | {r['val_bpb']:.3f} | {r['test_bpb']:.3f} "
-                     f"| {r['test_ppl']:.2f} | {ratio} | {r['fit_seconds']:.0f} |")
+        lines.append(f"| {r['variant']} | {params:,} | {hidden} | {tokens:,} | {r['val_bpb']:.3f} "
+                     f"| {r['test_bpb']:.3f} | {r['test_ppl']:.2f} | {ratio} | {r['fit_seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -127,20 +128,22 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--seed", type=int, default=0, help="initialisation (seed_everything) and batch order (data.seed); the split stays fixed")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="initialisation (seed_everything) and batch order (data.seed); the split stays fixed")
     parser.add_argument("--eval-windows", type=int, default=128)
     parser.add_argument("--mac-segment-len", type=int, help="MAC's segment instead of twice the window "
                         "(a MAC token sees on average half its segment, an SWA token its whole window)")
     parser.add_argument("--mac-memory-input", choices=["attention", "residual"],
-                        help="what MAC writes into its memory instead of its recipe's choice (TitansConfig.mac_memory_input)")
+                        help="what MAC writes into its memory instead of its recipe's choice "
+                        "(TitansConfig.mac_memory_input)")
     parser.add_argument("--workdir", default="runs/lm_compare")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
     widths = matched_widths(backbone_fields(args))
     tokens = args.steps * args.batch_size * args.seq_len
-    print(f"seed {args.seed}; budget: {args.steps} steps x {args.batch_size} x {args.seq_len} = {tokens:,} tokens per variant; "
-          f"backbone {json.dumps(backbone_fields(args))}", flush=True)
+    print(f"seed {args.seed}; budget: {args.steps} steps x {args.batch_size} x {args.seq_len} = {tokens:,} tokens "
+          f"per variant; backbone {json.dumps(backbone_fields(args))}", flush=True)
     results = []
     for variant in args.variants:
         results.append(run_variant(args, variant, widths[variant][0]))

@@ -92,7 +92,8 @@ def evaluate(run: Path, lengths: list[int], depths: list[float], samples: int, b
     return {"needle": dm.needle, "needle_len": dm.needle_len, "lengths": lengths_, "depths": depths_,
             "accuracy": accuracy.tolist(), "counts": counts.tolist(), "overall": float(metric.compute()),
             "eval_seconds": time.perf_counter() - start,
-            "answer_nll_by_length": {n: float(torch.cat(v).mean()) for n, v in nll_by_length.items()}, "table": format_table(lengths_, depths_, accuracy)}
+            "answer_nll_by_length": {n: float(torch.cat(v).mean()) for n, v in nll_by_length.items()},
+            "table": format_table(lengths_, depths_, accuracy)}
 
 
 def summary_table(results: dict[str, dict]) -> str:
@@ -104,7 +105,7 @@ def summary_table(results: dict[str, dict]) -> str:
     rows = [head, "|---|---:|---:|" + "---:|" * len(lengths)]
     for variant, r in results.items():
         by_length = dict(zip(r["lengths"], r["accuracy"]))
-        times = (lambda n: f" ({n // r['window']}x)") if r["window"] else (lambda n: "")
+        times = (lambda n, r=r: f" ({n // r['window']}x)") if r["window"] else (lambda n: "")
         cells = [f"{100 * sum(by_length[n]) / len(by_length[n]):.1f}{times(n)}" if n in by_length else "-"
                  for n in lengths]
         rows.append(f"| {variant} | {r['steps']} | {r['fit_minutes']:.0f} | " + " | ".join(cells) + " |")
@@ -133,8 +134,8 @@ def main() -> None:
     results = json.loads(saved.read_text()) if saved.exists() else {}
     for variant in args.variants:
         run = newest_version(args.out / variant / "csv")
-        results[variant] = {**training_summary(run), **evaluate(run, args.lengths, args.depths, args.samples, args.batch),
-                            "run": str(run)}
+        results[variant] = {**training_summary(run),
+                            **evaluate(run, args.lengths, args.depths, args.samples, args.batch), "run": str(run)}
         r = results[variant]
         symbols = CHANCE.get(r["needle"])
         chance = f"{symbols ** -r['needle_len']:.0e}" if symbols else "n/a"

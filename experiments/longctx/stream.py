@@ -70,7 +70,8 @@ def main() -> None:
         data.unlink()
         results.append({"requested": tokens, **summary})
     base = next((r for r in results if r.get("peak_rss_mib")), None)
-    print("\n| tokens | seconds | tokens/s | peak RSS (MiB) | vs first | final RSS (MiB) | state elements | loss | bpb |")
+    print("\n| tokens | seconds | tokens/s | peak RSS (MiB) | vs first | final RSS (MiB) | state elements "
+          "| loss | bpb |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         if not r.get("peak_rss_mib"):

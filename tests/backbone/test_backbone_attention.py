@@ -5,7 +5,13 @@ import torch
 from backbone_cases import randn
 
 from titans_lightning.backbone.attention import (
-    Attention, KVCache, Prefix, apply_rope, full_attention, rope_angles, sliding_attention,
+    Attention,
+    KVCache,
+    Prefix,
+    apply_rope,
+    full_attention,
+    rope_angles,
+    sliding_attention,
 )
 
 
@@ -19,7 +25,8 @@ def dense_reference(q, k, v, valid, window, prefix):
     values = v
     if prefix is not None:
         scores = torch.cat((prefix.q_raw @ prefix.k.transpose(-1, -2).expand(q.shape[0], -1, -1, -1), scores), -1)
-        allowed = torch.cat((allowed.new_ones(*allowed.shape[:-1], prefix.k.shape[2]).expand(q.shape[0], 1, T, -1), allowed.expand(-1, 1, -1, -1)), -1)
+        prefix_allowed = allowed.new_ones(*allowed.shape[:-1], prefix.k.shape[2]).expand(q.shape[0], 1, T, -1)
+        allowed = torch.cat((prefix_allowed, allowed.expand(-1, 1, -1, -1)), -1)
         values = torch.cat((prefix.v.expand(q.shape[0], -1, -1, -1), v), 2)
     scores = scores.masked_fill(~allowed, float("-inf")) / d**0.5
     return torch.softmax(scores, -1) @ values

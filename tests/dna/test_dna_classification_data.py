@@ -54,7 +54,8 @@ def test_integer_labels_are_ordered_numerically(tmp_path):
 
 ERROR_CASES = [
     pytest.param("seq,cls\nACGT,a\n", {"label_column": "label"}, ValueError,
-                 r"d\.csv: no column 'label' \(label_column\); the header has \['seq', 'cls'\]", id="missing-label-column"),
+                 r"d\.csv: no column 'label' \(label_column\); the header has \['seq', 'cls'\]",
+                 id="missing-label-column"),
     pytest.param("seq,cls\nACGT,a\n", {"sequence_column": "sequence"}, ValueError,
                  r"no column 'sequence' \(sequence_column\)", id="missing-sequence-column"),
     pytest.param("seq,cls\nACGT,a\nACXT,b\n", {}, InvalidNucleotideError,
@@ -73,14 +74,15 @@ def test_csv_errors(tmp_path, text, options, error, message):
     path = tmp_path / "d.csv"
     path.write_text(text)
     with pytest.raises(error, match=message):
-        module(path=str(path), **{"sequence_column": "seq", "label_column": "cls", **options}).data_sizes
+        _ = module(path=str(path), **{"sequence_column": "seq", "label_column": "cls", **options}).data_sizes
 
 
 def test_fasta_given_as_csv_path_says_what_to_do(tmp_path):
     path = tmp_path / "x.fa"
     path.write_text(">r\nACGT\n")
-    with pytest.raises(ValueError, match=r"looks like a FASTA file, not a CSV: pass one FASTA per class as --data.classes"):
-        module(path=str(path)).data_sizes
+    with pytest.raises(ValueError,
+                       match=r"looks like a FASTA file, not a CSV: pass one FASTA per class as --data.classes"):
+        _ = module(path=str(path)).data_sizes
 
 
 def fasta(path: Path, sequences: list[str]) -> str:
@@ -99,7 +101,7 @@ def test_class_with_an_empty_fasta_is_an_error(tmp_path):
     (tmp_path / "empty.fa").write_text("\n")
     classes = {"pos": fasta(tmp_path / "p.fa", ["ACGT"] * 3), "neg": str(tmp_path / "empty.fa")}
     with pytest.raises(ValueError, match=r"class 'neg' has no examples: .*empty\.fa: no FASTA records"):
-        module(path=None, classes=classes).data_sizes
+        _ = module(path=None, classes=classes).data_sizes
 
 
 SPLIT_CASES = [

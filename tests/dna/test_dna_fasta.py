@@ -54,8 +54,8 @@ ERROR_CASES = [
                  id="empty-record"),
     pytest.param(">r1\nACGT\n>r2\nACGT\nAAXA\n", InvalidNucleotideError,
                  r"record 'r2' \(.*e\.fa line 5\): character 'X' at position 7 ", id="bad-char-2nd-line"),
-    pytest.param(">p1 protein\nMKWVTFISLL\n", InvalidNucleotideError,
-                 r"record 'p1' \(.*e\.fa line 2\): character 'F' at position 6 ", id="protein"),  # M K W V T are IUPAC codes
+    pytest.param(">p1 protein\nMKWVTFISLL\n", InvalidNucleotideError,  # M K W V T are IUPAC codes
+                 r"record 'p1' \(.*e\.fa line 2\): character 'F' at position 6 ", id="protein"),
 ]
 
 
@@ -98,7 +98,8 @@ def test_validation_windows_score_every_base_once():
 
 def test_pretrain_datamodule_windows_stay_inside_training_records(tmp_path):
     # Every record has its own base, so a window mixing two records would hold two bases.
-    text = "".join(f">r{i}\n{base * n}\n" for i, (base, n) in enumerate(zip("ACGTACGT", [40, 9, 25, 60, 5, 33, 18, 30])))
+    lengths = [40, 9, 25, 60, 5, 33, 18, 30]
+    text = "".join(f">r{i}\n{base * n}\n" for i, (base, n) in enumerate(zip("ACGTACGT", lengths)))
     data = GenomicsPretrainDataModule(path=str(write(tmp_path / "g.fa", text)), seq_len=15, val_fraction=0.1,
                                       train_windows=200, batch_size=8, seed=3)
     assert data.data_sizes == {"vocab_size": 7}
@@ -118,7 +119,8 @@ def test_pretrain_datamodule_windows_stay_inside_training_records(tmp_path):
 
 def test_pretrain_rc_augment_switch(tmp_path):
     path = write(tmp_path / "g.fa", ">r\n" + "AAAACCCCGG" * 20 + "\n")
-    make = lambda rc: GenomicsPretrainDataModule(path=str(path), seq_len=9, train_windows=64, rc_augment=rc, batch_size=4)
+    make = lambda rc: GenomicsPretrainDataModule(path=str(path), seq_len=9, train_windows=64, rc_augment=rc,
+                                                 batch_size=4)
     plain, augmented = make(False), make(True)
     plain.setup("fit"), augmented.setup("fit")
     torch.manual_seed(0)

@@ -17,7 +17,8 @@ from titans_lightning.cli import main
 REPO = Path(__file__).resolve().parents[2]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 # The recipes' widths back to None so that size=debug fills them (as tests/test_recipes.py does).
-DEBUG = {"model": {"init_args": {"backbone": {"size": "debug", **dict.fromkeys([*SIZES["debug"], "mlp_hidden", "memory_tokens"])}}}}
+DEBUG = {"model": {"init_args": {"backbone": {"size": "debug",
+                                              **dict.fromkeys([*SIZES["debug"], "mlp_hidden", "memory_tokens"])}}}}
 
 
 def debug_config(tmp_path: Path) -> str:
@@ -52,7 +53,8 @@ def test_finetune_starts_from_the_pretraining_checkpoint(tmp_path):
 
 def test_classification_recipe_takes_fasta_files_per_class(tmp_path):
     for name, base in (("donor", "GT"), ("other", "CA")):
-        (tmp_path / f"{name}.fa").write_text("".join(f">{name}{i}\nACGTAC{base * (i % 5 + 1)}TTGA\n" for i in range(40)))
+        records = (f">{name}{i}\nACGTAC{base * (i % 5 + 1)}TTGA\n" for i in range(40))
+        (tmp_path / f"{name}.fa").write_text("".join(records))
     classes = {"donor": str(tmp_path / "donor.fa"), "other": str(tmp_path / "other.fa")}
     main(["fit", "-c", "recipes/dna/debug.yaml", "--data.classes", yaml.safe_dump(classes, default_flow_style=True),
           "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "run"), *QUIET])

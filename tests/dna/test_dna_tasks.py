@@ -82,7 +82,8 @@ def test_reverse_complement_average_is_the_mean_of_both_strands():
     with torch.no_grad():
         _, forward = task.compute_loss({"tokens": tokens, "mask": mask, "labels": labels})
         _, backward = task.compute_loss({"tokens": rc, "mask": mask, "labels": labels})
-        loss, both = task.compute_loss({"tokens": tokens, "mask": mask, "labels": labels, "rc_tokens": rc, "rc_mask": mask})
+        loss, both = task.compute_loss({"tokens": tokens, "mask": mask, "labels": labels,
+                                        "rc_tokens": rc, "rc_mask": mask})
     assert torch.allclose(both, (forward + backward) / 2)
     assert torch.allclose(loss, torch.nn.functional.nll_loss(both.log(), labels))
 
@@ -113,7 +114,8 @@ def test_classifier_starts_from_a_pretrained_backbone_with_a_fresh_head(tmp_path
 
 def test_pretrained_backbone_of_another_shape_is_refused(tmp_path):
     path = save_checkpoint(built(DNAPretrainTask, backbone=config(depth=3)), tmp_path / "deep.ckpt")
-    with pytest.raises(ValueError, match=r"deep\.ckpt: the pretrained backbone differs .*depth: checkpoint 3 vs model 2"):
+    with pytest.raises(ValueError,
+                       match=r"deep\.ckpt: the pretrained backbone differs .*depth: checkpoint 3 vs model 2"):
         built(DNAClassificationTask, pretrained=path)
 
 

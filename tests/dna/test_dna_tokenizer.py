@@ -7,8 +7,14 @@ import re
 import pytest
 import torch
 
-from datamodules.dna.tokenizer import (CLS, PAD, InvalidNucleotideError, NucleotideTokenizer,
-                                            reverse_complement, reverse_complement_tokens)
+from datamodules.dna.tokenizer import (
+    CLS,
+    PAD,
+    InvalidNucleotideError,
+    NucleotideTokenizer,
+    reverse_complement,
+    reverse_complement_tokens,
+)
 
 TOKENIZER = NucleotideTokenizer()
 

@@ -45,7 +45,8 @@ def test_shared_overrides_reach_fit_and_test_and_fit_only_ones_the_fit(tmp_path:
             (run / "checkpoints" / "best-step=5.ckpt").touch()
             (run / "metrics.csv").write_text("step,val/mse\n5,0.7\n")
         else:
-            (run / "metrics.csv").write_text("test/mse,test/mae,test/mse_original,test/mae_original\n0.4,0.41,3.0,1.2\n")
+            (run / "metrics.csv").write_text("test/mse,test/mae,test/mse_original,test/mae_original\n"
+                                             "0.4,0.41,3.0,1.2\n")
 
     monkeypatch.setattr(etth1, "titans", fake_titans)
     shared = etth1.overrides(["data.init_args.lookback=336"])

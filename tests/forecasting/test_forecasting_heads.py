@@ -10,10 +10,15 @@ import pytest
 import torch
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
-from titans_lightning.heads.forecasting import (Cycle, DLinear, ForecastingHead, MovingAverage, PatchEmbedding,
-                                                RevIN, num_patches)
-
-
+from titans_lightning.heads.forecasting import (
+    Cycle,
+    DLinear,
+    ForecastingHead,
+    MovingAverage,
+    PatchEmbedding,
+    RevIN,
+    num_patches,
+)
 
 
 def forecaster(variant: str = "lmm", covariates: int = 0, **head):

@@ -111,7 +111,8 @@ def test_writer_to_parquet_and_past_the_end(tmp_path, fitted):
     with torch.no_grad():
         outputs = [task.predict_step(batch, 0)]
     frame = forecast_frame(dm, outputs)
-    assert frame["timestamp"].to_list() == [datetime(2022, 1, 1) + timedelta(minutes=15 * (299 + k)) for k in (1, 2, 3, 4)]
+    expected = [datetime(2022, 1, 1) + timedelta(minutes=15 * (299 + k)) for k in (1, 2, 3, 4)]
+    assert frame["timestamp"].to_list() == expected
     path = tmp_path / "future.parquet"
     frame.write_parquet(path)
     assert pl.read_parquet(path).equals(frame)

@@ -179,19 +179,26 @@ def set_line(index: int, text: str):
 
 
 ERROR_CASES = [
-    pytest.param(lambda l: None, {"target": "z"}, ["no column 'z'", "--data.target", "when, x, y"], id="missing-target"),
-    pytest.param(lambda l: None, {"date_column": "time"}, ["no column 'time'", "when, x, y"], id="missing-date-column"),
-    pytest.param(set_line(11, "2020-01-01 10:00:00,abc,20"), {}, ["column 'x'", "data row 10 (line 12)", "'abc' is not a number"],
-                 id="non-numeric"),
-    pytest.param(set_line(8, "2020-01-01 07:00:00,,14"), {}, ["column 'x'", "data row 7 (line 9)", "missing value", "--data.interpolate"],
-                 id="missing-value"),
-    pytest.param(set_line(8, "2020-01-01 07:00:00,NaN,14"), {}, ["data row 7 (line 9)", "missing value"], id="nan-value"),
-    pytest.param(set_line(6, "2020-01-01 02:00:00,5.5,10"), {}, ["data row 5 (line 7)", "timestamps not sorted"], id="unsorted"),
-    pytest.param(set_line(6, "2020-01-01 04:00:00,5.5,10"), {}, ["data row 5 (line 7)", "duplicate timestamp"], id="duplicate"),
-    pytest.param(set_line(3, "yesterday,2.5,4"), {}, ["data row 2 (line 4)", "'yesterday' is not a date"], id="bad-date"),
-    pytest.param(lambda l: None, {"lookback": 40, "horizon": 10}, ["too short", "lookback 40 + horizon 10",
-                                                                    "val split has 46 rows"], id="too-short"),
-    pytest.param(lambda l: None, {"target": ["x", "when"]}, ["cannot be both a target and the date"], id="date-as-target"),
+    pytest.param(lambda lines: None, {"target": "z"}, ["no column 'z'", "--data.target", "when, x, y"],
+                 id="missing-target"),
+    pytest.param(lambda lines: None, {"date_column": "time"}, ["no column 'time'", "when, x, y"],
+                 id="missing-date-column"),
+    pytest.param(set_line(11, "2020-01-01 10:00:00,abc,20"), {},
+                 ["column 'x'", "data row 10 (line 12)", "'abc' is not a number"], id="non-numeric"),
+    pytest.param(set_line(8, "2020-01-01 07:00:00,,14"), {},
+                 ["column 'x'", "data row 7 (line 9)", "missing value", "--data.interpolate"], id="missing-value"),
+    pytest.param(set_line(8, "2020-01-01 07:00:00,NaN,14"), {}, ["data row 7 (line 9)", "missing value"],
+                 id="nan-value"),
+    pytest.param(set_line(6, "2020-01-01 02:00:00,5.5,10"), {}, ["data row 5 (line 7)", "timestamps not sorted"],
+                 id="unsorted"),
+    pytest.param(set_line(6, "2020-01-01 04:00:00,5.5,10"), {}, ["data row 5 (line 7)", "duplicate timestamp"],
+                 id="duplicate"),
+    pytest.param(set_line(3, "yesterday,2.5,4"), {}, ["data row 2 (line 4)", "'yesterday' is not a date"],
+                 id="bad-date"),
+    pytest.param(lambda lines: None, {"lookback": 40, "horizon": 10},
+                 ["too short", "lookback 40 + horizon 10", "val split has 46 rows"], id="too-short"),
+    pytest.param(lambda lines: None, {"target": ["x", "when"]}, ["cannot be both a target and the date"],
+                 id="date-as-target"),
 ]
 
 
@@ -216,7 +223,7 @@ def test_ett_split_needs_twenty_months(tmp_path):
 
 def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.csv: no such file"):
-        TimeSeriesDataModule(path=str(tmp_path / "nowhere.csv")).data_sizes
+        _ = TimeSeriesDataModule(path=str(tmp_path / "nowhere.csv")).data_sizes
     (tmp_path / "data.xlsx").write_text("x")
     with pytest.raises(ValueError, match="expected a CSV .* or Parquet"):
-        TimeSeriesDataModule(path=str(tmp_path / "data.xlsx")).data_sizes
+        _ = TimeSeriesDataModule(path=str(tmp_path / "data.xlsx")).data_sizes

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from external_domain.runs import QUIET, REPO, newest_version, read_metrics, series
 from lightning.pytorch import Callback
 
+from external_domain.runs import QUIET, REPO, newest_version, read_metrics, series
 from titans_lightning.cli import main
 from titans_lightning.memory import NeuralMemory
 from titans_lightning.parallelize import compiled_chunk_step

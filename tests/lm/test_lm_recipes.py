@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from external_domain.runs import QUIET, REPO, newest_version, read_metrics, series
 
+from external_domain.runs import QUIET, REPO, newest_version, read_metrics, series
 from titans_lightning.backbone import TitansBackbone, TitansConfig
 from titans_lightning.backbone.config import VARIANTS
 from titans_lightning.cli import main
@@ -60,7 +60,7 @@ def test_variant_recipes_share_size_and_token_budget():
         backbone = config["model"]["init_args"]["backbone"]
         assert backbone["variant"] == variant
         params[variant] = TitansBackbone(TitansConfig(**backbone)).num_parameters()
-    for variant, count in params.items():
+    for count in params.values():
         assert abs(count / params["mac"] - 1) < 0.01, params
 
 
@@ -84,4 +84,5 @@ def test_predict_command_line_model_arguments_win_over_the_checkpoint(make_corpu
            "--data.prompts", '["ab"]', "--model.max_new_tokens", "5", "--model.init_args.top_k", "1")
     written = (newest_version(tmp_path / "csv") / "generated.txt").read_text(encoding="utf-8")
     continuation = written.split("=== prompt 0: 'ab'\nab", 1)[1].rstrip("\n")
-    assert len(continuation) <= 5, continuation  # 5 bytes decode to at most 5 characters (the recipe's 64 before the fix)
+    # 5 bytes decode to at most 5 characters (the recipe's 64 before the fix)
+    assert len(continuation) <= 5, continuation

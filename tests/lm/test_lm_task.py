@@ -14,7 +14,6 @@ from titans_lightning.heads.lm import LMHead, generate, generate_by_recomputatio
 from titans_lightning.tasks.lm import BitsPerByte, LanguageModelingTask
 
 
-
 def make_task(variant: str = "mac", vocab: int = 257, **kwargs) -> LanguageModelingTask:
     task = LanguageModelingTask(TitansConfig(variant=variant, size="debug"), data_sizes={"vocab_size": vocab}, **kwargs)
     task.configure_model()

@@ -172,7 +172,8 @@ ERRORS = [
     pytest.param(write_empty, ValueError, r"holds no text", id="empty-corpus"),
     pytest.param(write_short, ValueError, r"the \w+ split \(\d document\(s\): s\d\.txt\) holds \d+ tokens, fewer than "
                  r"one window of seq_len \+ 1 = 17", id="shorter-than-a-window"),
-    pytest.param(write_no_txt, FileNotFoundError, r"no_txt' \(--data.path\) holds no \.txt file", id="folder-without-txt"),
+    pytest.param(write_no_txt, FileNotFoundError, r"no_txt' \(--data.path\) holds no \.txt file",
+                 id="folder-without-txt"),
     pytest.param(lambda tmp_path: tmp_path / "missing" / "*.txt", FileNotFoundError, r"matches no file", id="no-match"),
 ]
 

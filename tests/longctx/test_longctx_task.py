@@ -131,6 +131,7 @@ def test_debug_fit_logs_the_grid_and_writes_the_heatmap_png(debug_run: Path):
     png = debug_run / "figures" / "needle_val-step2.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (debug_run / "figures" / "needle_val-step2.md").read_text().splitlines()
-    assert table[0] == "| length | depth 0 | depth 1 | mean |" and [r.split("|")[1].strip() for r in table[2:]] == ["110", "130"]
+    assert table[0] == "| length | depth 0 | depth 1 | mean |"
+    assert [r.split("|")[1].strip() for r in table[2:]] == ["110", "130"]
     header = (debug_run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"val/needle_acc", "val/needle_acc/110", "val/needle_acc/130", "val/loss"} <= set(header)

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.text.niah import NOISE, TEMPLATES, Haystack, NeedleDataModule, insertion_point, make_sample, needle_value
+from datamodules.text.niah import (
+    NOISE,
+    TEMPLATES,
+    Haystack,
+    NeedleDataModule,
+    insertion_point,
+    make_sample,
+    needle_value,
+)
 
 EOD = 256
 

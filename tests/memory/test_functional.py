@@ -56,7 +56,8 @@ def test_fast_path_matches_reference(depth, chunk_size, tokens, activation, outp
         _assert_close(a, b)
 
 
-@pytest.mark.parametrize("cuts", [[7], [1, 2, 3, 11], [5, 10, 15, 16], list(range(1, 23))], ids=["one", "ragged", "on-boundaries", "token-by-token"])
+@pytest.mark.parametrize("cuts", [[7], [1, 2, 3, 11], [5, 10, 15, 16], list(range(1, 23))],
+                         ids=["one", "ragged", "on-boundaries", "token-by-token"])
 def test_pieces_equal_whole(cuts):
     p = make_problem(tokens=23)
     whole, whole_state = neural_memory(**p, chunk_size=5)
@@ -66,7 +67,8 @@ def test_pieces_equal_whole(cuts):
         y, state = neural_memory(**piece, weights=p["weights"], chunk_size=5, state=state)
         ys.append(y)
     _assert_close(torch.cat(ys, dim=1), whole)
-    for a, b in zip(state.weights + state.momentum + state.ref_weights, whole_state.weights + whole_state.momentum + whole_state.ref_weights):
+    for a, b in zip(state.weights + state.momentum + state.ref_weights,
+                    whole_state.weights + whole_state.momentum + whole_state.ref_weights):
         _assert_close(a, b)
     assert state.position == whole_state.position == 23
 
@@ -150,7 +152,8 @@ def test_long_decay_products_do_not_underflow_to_nan():
     p = make_problem(tokens=256)
     p["decay"] = torch.full_like(p["decay"], 0.999)
     p["momentum"] = torch.zeros_like(p["momentum"])
-    y, state = neural_memory(**{n: (x.float() if torch.is_tensor(x) else [w.float() for w in x]) for n, x in p.items()}, chunk_size=64)
+    p = {n: (x.float() if torch.is_tensor(x) else [w.float() for w in x]) for n, x in p.items()}
+    y, state = neural_memory(**p, chunk_size=64)
     assert torch.isfinite(y).all() and all(torch.isfinite(w).all() for w in state.weights)
 
 

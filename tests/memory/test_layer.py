@@ -48,7 +48,8 @@ def test_retrieve_reads_without_writing():
     assert all(a is b for a, b in zip(after.fast.weights, state.fast.weights))
     r2, _ = layer.retrieve(x[:, 8:], state)
     torch.testing.assert_close(r1, r2)
-    pieces = torch.cat([layer.retrieve(x[:, 8:12], state)[0], layer.retrieve(x[:, 12:], layer.retrieve(x[:, 8:12], state)[1])[0]], 1)
+    pieces = torch.cat([layer.retrieve(x[:, 8:12], state)[0],
+                        layer.retrieve(x[:, 12:], layer.retrieve(x[:, 8:12], state)[1])[0]], 1)
     torch.testing.assert_close(pieces, r1)
 
 

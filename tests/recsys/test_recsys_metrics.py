@@ -10,8 +10,17 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.retrieval import RetrievalHitRate, RetrievalMRR, RetrievalNormalizedDCG
 
-from titans_lightning.heads.recsys import (NextItemHead, cross_entropy_full, exclude_items, hit_rate, ndcg,
-                                           reciprocal_rank, sample_negatives, sampled_ranks, target_ranks)
+from titans_lightning.heads.recsys import (
+    NextItemHead,
+    cross_entropy_full,
+    exclude_items,
+    hit_rate,
+    ndcg,
+    reciprocal_rank,
+    sample_negatives,
+    sampled_ranks,
+    target_ranks,
+)
 from titans_lightning.tasks.recsys import RankingMetric
 
 INF = float("-inf")

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
-from external_domain.runs import QUIET, REPO
 
+from external_domain.runs import QUIET, REPO
 from titans_lightning.backbone import TitansConfig
 from titans_lightning.tasks import Task, TitansTask
 from titans_lightning.tasks.recsys import NextItemTask, PopularityTask

@@ -86,10 +86,10 @@ class KVCache:
     def length(self) -> int:
         return self.k.shape[2]
 
-    def detach(self) -> "KVCache":
+    def detach(self) -> KVCache:
         return KVCache(self.k.detach(), self.v.detach(), self.valid)
 
-    def append(self, k: Tensor, v: Tensor, valid: Tensor) -> "KVCache":
+    def append(self, k: Tensor, v: Tensor, valid: Tensor) -> KVCache:
         """Concatenate new (B, H, T, d) keys/values and (B, T) validity, in the new keys' dtype.
 
         The cache follows the projections' dtype: a start cache made like the float32 residual
@@ -97,13 +97,13 @@ class KVCache:
         old_k, old_v = self.k.to(k.dtype), self.v.to(v.dtype)
         return KVCache(torch.cat((old_k, k), 2), torch.cat((old_v, v), 2), torch.cat((self.valid, valid), 1))
 
-    def last(self, n: int) -> "KVCache":
+    def last(self, n: int) -> KVCache:
         """The last ``n`` slots (n may be 0), copied so the cache never pins a long call's keys."""
         start = self.length - n
         return KVCache(self.k[:, :, start:].clone(), self.v[:, :, start:].clone(), self.valid[:, start:].clone())
 
     @staticmethod
-    def empty(batch: int, heads: int, length: int, head_dim: int, like: Tensor) -> "KVCache":
+    def empty(batch: int, heads: int, length: int, head_dim: int, like: Tensor) -> KVCache:
         """``length`` invalid zero slots, dtype/device of ``like``."""
         k = like.new_zeros(batch, heads, length, head_dim)
         return KVCache(k, k.clone(), torch.zeros(batch, length, dtype=torch.bool, device=like.device))
@@ -125,7 +125,8 @@ class Prefix:
     q_raw: Tensor
 
 
-def sdpa_with_prefix(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, prefix: Optional[Prefix], dropout: float) -> Tensor:
+def sdpa_with_prefix(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, prefix: Optional[Prefix],
+                     dropout: float) -> Tensor:
     """SDPA over (..., T, d) queries and (..., S, d) keys, with persistent keys/values prepended
     (visible to every query). ``allowed`` broadcasts to (..., T, S); returns (..., T, d)."""
     scale, width = q.shape[-1] ** -0.5, v.shape[-1]

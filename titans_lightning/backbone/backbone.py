@@ -30,7 +30,7 @@ class TitansState:
     position: int
     blocks: tuple
 
-    def detach(self) -> "TitansState":
+    def detach(self) -> TitansState:
         """Cut the autograd graph (truncated backpropagation through time across batches)."""
         return TitansState(self.position, tuple(s.detach() for s in self.blocks))
 

@@ -119,7 +119,7 @@ class TitansConfig:
         self._validate()
 
     @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "TitansConfig":
+    def from_name(cls, name: str, **overrides: Any) -> TitansConfig:
         """The named size ``name`` with ``overrides`` applied (any field, e.g. ``variant="lmm"``)."""
         _check_choice("size", name, tuple(SIZES))
         known = {f.name for f in fields(cls)}

@@ -48,7 +48,7 @@ class MACState:
     span: Tensor
     span_valid: Tensor
 
-    def detach(self) -> "MACState":
+    def detach(self) -> MACState:
         return MACState(self.memory.detach(), self.segment_start.detach(), self.segment.detach(),
                         self.memory_kv.detach(), self.span.detach(), self.span_valid)
 
@@ -93,7 +93,8 @@ class MACMixer(nn.Module):
         B = memory.conv.shape[0]
         empty = self.attn.empty_cache(B, like)
         span = like.new_zeros(B, 0, like.shape[-1])
-        return MACState(memory, memory.fast, empty, empty, span, torch.zeros(B, 0, dtype=torch.bool, device=like.device))
+        span_valid = torch.zeros(B, 0, dtype=torch.bool, device=like.device)
+        return MACState(memory, memory.fast, empty, empty, span, span_valid)
 
     def forward(self, x: Tensor, ctx: StreamContext, state: MACState) -> tuple[Tensor, MACState]:
         """x (B, T, D) residual stream -> (B, T, D); the call is cut at segment boundaries."""

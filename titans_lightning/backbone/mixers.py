@@ -101,7 +101,7 @@ class HybridState:
     memory: MemoryState
     attn: KVCache
 
-    def detach(self) -> "HybridState":
+    def detach(self) -> HybridState:
         return HybridState(self.memory.detach(), self.attn.detach())
 
 

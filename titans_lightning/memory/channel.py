@@ -59,7 +59,8 @@ def run_channel_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, 
     W, S, ys, ref = list(state.weights), list(state.momentum), [], grid.ref
     L = len(W)
     for c in range(grid.chunks):
-        step = (activation, output_norm, L, qs[c], ks[c], vs[c], lrs[c], moms[c], writes[c], *(d[c] for d in decays), *W, *S, *(ref or W))
+        step = (activation, output_norm, L, qs[c], ks[c], vs[c], lrs[c], moms[c], writes[c], *(d[c] for d in decays),
+                *W, *S, *(ref or W))
         if torch.is_grad_enabled():  # recomputed in backward: the (N, o, b, b) mixings are never all held
             y, *WS = checkpoint(_channel_step, *step, use_reentrant=False)
         else:

@@ -33,7 +33,7 @@ class Grid:
     ref: tuple
 
     @classmethod
-    def plan(cls, state: FastWeightState, tokens: int, chunk_size: int) -> "Grid":
+    def plan(cls, state: FastWeightState, tokens: int, chunk_size: int) -> Grid:
         offset = state.position % chunk_size
         chunks = -(-(offset + tokens) // chunk_size)
         ref = tuple(state.ref_weights) if offset else ()

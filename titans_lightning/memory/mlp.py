@@ -9,7 +9,7 @@ derivatives of these activations live in `chunk.py`.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

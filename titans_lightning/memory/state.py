@@ -6,8 +6,8 @@ valid snapshot (MAC retrieves with the memory as it was before a segment).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -31,12 +31,12 @@ class FastWeightState:
     position: int = 0
 
     @classmethod
-    def initial(cls, weights: Sequence[Tensor]) -> "FastWeightState":
+    def initial(cls, weights: Sequence[Tensor]) -> FastWeightState:
         """The state before any token: `W = W_ref = M_0`, `S = 0`."""
         weights = tuple(weights)
         return cls(weights, tuple(torch.zeros_like(w) for w in weights), weights, 0)
 
-    def detach(self) -> "FastWeightState":
+    def detach(self) -> FastWeightState:
         """Cut the autograd graph (truncated backpropagation across batches)."""
         return FastWeightState(
             tuple(w.detach() for w in self.weights),

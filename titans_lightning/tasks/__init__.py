@@ -8,4 +8,20 @@ from .lm import LanguageModelingTask
 from .recsys import NextItemTask, PopularityTask, RecommendationWriter
 from .schedules import AdamW, WarmupCosine, warmup_cosine_factor
 
-__all__ = ["Task", "TitansTask", "AdamW", "WarmupCosine", "warmup_cosine_factor"]
+__all__ = [
+    "Task",
+    "TitansTask",
+    "AdamW",
+    "WarmupCosine",
+    "warmup_cosine_factor",
+    "DNAClassificationTask",
+    "DNAPretrainTask",
+    "DLinearTask",
+    "ForecastFigure",
+    "ForecastingTask",
+    "ForecastWriter",
+    "LanguageModelingTask",
+    "NextItemTask",
+    "PopularityTask",
+    "RecommendationWriter",
+]

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import polars as pl
 import torch

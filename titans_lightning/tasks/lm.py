@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -86,8 +87,8 @@ class LanguageModelingTask(TitansTask):
         activation_checkpointing: bool = False,
         compile: bool = False,
     ) -> None:
-        super().__init__(backbone, optimizer, lr_scheduler, data_sizes, activation_checkpointing=activation_checkpointing,
-                         compile=compile)
+        super().__init__(backbone, optimizer, lr_scheduler, data_sizes,
+                         activation_checkpointing=activation_checkpointing, compile=compile)
         if "vocab_size" not in self.data_sizes:
             raise ValueError("LanguageModelingTask: data_sizes needs 'vocab_size' (linked from the DataModule's "
                              f"data_sizes), got {self.data_sizes}")
@@ -108,7 +109,8 @@ class LanguageModelingTask(TitansTask):
     def build_metrics(self) -> dict[str, Metric]:
         return {"bpb": BitsPerByte(), "ppl": Perplexity()}
 
-    def update_metrics(self, metrics: MetricCollection, outputs: tuple[Tensor, Tensor], batch: dict[str, Tensor]) -> None:
+    def update_metrics(self, metrics: MetricCollection, outputs: tuple[Tensor, Tensor],
+                       batch: dict[str, Tensor]) -> None:
         logits, nll = outputs
         metrics["bpb"].update(nll, batch["target_bytes"])
         metrics["ppl"].update(logits, batch["target"])
@@ -121,7 +123,8 @@ class LanguageModelingTask(TitansTask):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
         """``{"index", "prompt_len", "tokens"}`` for a batch of prompts (one prompt per batch)."""
-        return {"index": batch["index"], "prompt_len": batch["prompt"].shape[1], "tokens": self.generate(batch["prompt"])}
+        return {"index": batch["index"], "prompt_len": batch["prompt"].shape[1],
+                "tokens": self.generate(batch["prompt"])}
 
 
 def decode_sample(trainer: Trainer, tokens: Sequence[int], prompt_len: int) -> tuple[str, str]:
@@ -178,7 +181,9 @@ class TextSampler(Callback):
         if not trainer.is_global_zero:
             return
         bpb = trainer.callback_metrics.get("val/bpb")
-        head = f"step {trainer.global_step}: val/bpb {float(bpb):.3f}" if bpb is not None else f"step {trainer.global_step}"
+        head = f"step {trainer.global_step}"
+        if bpb is not None:
+            head += f": val/bpb {float(bpb):.3f}"
         prompt_text, continuation = decode_sample(trainer, tokens, len(ids))
         sys.stdout.write(f"\n{head}\n{prompt_text}{continuation}\n")
         sys.stdout.flush()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import abc
 import os
-from typing import Any, Literal, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
 
 import numpy as np
 import polars as pl
@@ -29,9 +30,18 @@ from torchmetrics import Metric, MetricCollection
 
 from titans_lightning.backbone import TitansConfig
 from titans_lightning.callbacks import run_directory
-from titans_lightning.heads.recsys import (NextItemHead, cross_entropy_full, cross_entropy_sampled, exclude_items,
-                                           hit_rate, ndcg, reciprocal_rank, sample_negatives, sampled_ranks,
-                                           target_ranks)
+from titans_lightning.heads.recsys import (
+    NextItemHead,
+    cross_entropy_full,
+    cross_entropy_sampled,
+    exclude_items,
+    hit_rate,
+    ndcg,
+    reciprocal_rank,
+    sample_negatives,
+    sampled_ranks,
+    target_ranks,
+)
 from titans_lightning.tasks.base import Task, TitansTask
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
 

@@ -8,7 +8,8 @@ and a recipe can override one field (``--model.optimizer.lr 1e-3``) or swap the 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
