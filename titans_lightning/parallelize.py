@@ -11,7 +11,8 @@ every rank, which runs on CPUs over gloo as well as on GPUs over NCCL (Lightning
 from __future__ import annotations
 
 import functools
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
+from typing import Optional
 
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy

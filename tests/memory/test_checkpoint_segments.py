@@ -14,7 +14,8 @@ def _run(fn, tokens, state, **kwargs):
     """Output, state and gradients of a probe loss w.r.t. q, k, v, gates (and M_0 when the stream
     starts here: a resumed stream carries its weights in the state)."""
     p = make_problem(tokens=tokens, depth=2)
-    leaves = [p[n].requires_grad_() for n in DIFFERENTIABLE] + ([] if state else [w.requires_grad_() for w in p["weights"]])
+    weights = [] if state else [w.requires_grad_() for w in p["weights"]]
+    leaves = [p[n].requires_grad_() for n in DIFFERENTIABLE] + weights
     y, new = fn(**p, state=state, **kwargs)
     probe = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
     loss = (y * probe).sum() + sum((w**2).sum() for w in new.weights + new.momentum)

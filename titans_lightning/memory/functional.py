@@ -25,8 +25,9 @@ position or after its end are such identity tokens, so streams cut anywhere cont
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Optional, Sequence, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
@@ -39,6 +40,7 @@ from .grid import Grid
 from .mlp import get_activation
 from .precision import autocast_off
 from .state import FastWeightState
+
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
     """float64 stays float64; everything else (bf16, fp16, fp32) runs in float32."""
@@ -135,7 +137,8 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
     gates = chunk_gates(grid(2 * lr), grid(momentum, 1.0), grid(decays[0]), grid(write))  # 2: d||e||^2/de
     # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
     qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
-    beta, f, G, m_end, m_mix = (x.unbind(1) for x in (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix))
+    per_chunk = (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix)
+    beta, f, G, m_end, m_mix = (x.unbind(1) for x in per_chunk)
     L = len(state.weights)
 
     def steps(first: int, last: int, ref: tuple, *WS: Tensor) -> tuple[Tensor, ...]:

@@ -40,7 +40,7 @@ class MemoryState:
     conv: Tensor
     read_conv: Tensor
 
-    def detach(self) -> "MemoryState":
+    def detach(self) -> MemoryState:
         """Cut the autograd graph (truncated backpropagation across batches)."""
         return MemoryState(self.fast.detach(), self.conv.detach(), self.read_conv.detach())
 
