@@ -20,10 +20,12 @@ from torch import nn
 from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
 from titans_lightning.backbone.attention import RMSNorm, SwiGLU
 from titans_lightning.memory import NeuralMemory
 from titans_lightning.memory.chunk import chunk_step
+from titans_lightning.memory.functional import keep_segment_outputs
 
 DATA_PARALLEL = "data_parallel"
 TENSOR_PARALLEL = "tensor_parallel"
@@ -54,18 +56,63 @@ def fully_shard_blocks(
     return root
 
 
-def checkpoint_blocks(blocks: Iterable[nn.Module], memory_segment: int = 8) -> None:
+_SEGMENT = torch.ops.titans.chunk_segment.default  # registered by memory/functional.py
+# what `save_segments_and_matmuls` also keeps: the blocks' projections and attention (not aten.bmm,
+# which the memory's retrieval and chunk steps use)
+_MATMULS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default,
+    torch.ops.aten._scaled_dot_product_flash_attention.default,
+    torch.ops.aten._scaled_dot_product_efficient_attention.default,
+    torch.ops.aten._scaled_dot_product_cudnn_attention.default,
+}
+
+
+def save_chunk_segments(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Selective-checkpointing policy: keep the outputs of every memory segment
+    (``titans::chunk_segment``: its K chunk outputs and segment-end WS'), recompute all else."""
+    return CheckpointPolicy.MUST_SAVE if op is _SEGMENT else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def save_segments_and_matmuls(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """``save_chunk_segments``, and also keep the blocks' matmul and attention outputs: only
+    pointwise ops, norms, views and each memory call's last chunk are recomputed."""
+    keep = op is _SEGMENT or op in _MATMULS
+    return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def checkpoint_blocks(blocks: Iterable[nn.Module], memory_segment: int = 8,
+                      policy: Optional[Callable[..., CheckpointPolicy]] = None) -> None:
     """Activation checkpointing of every block, and of the memory's chunk recurrence inside it.
 
-    Each block keeps only its input during the forward and recomputes its activations in the
+    Each block keeps its input during the forward and recomputes its activations in the
     backward (non-reentrant ``torch.utils.checkpoint`` through the composable API, so parameter
     names, state dicts and FSDP wrapping are unchanged; apply before ``fully_shard_blocks``).
-    Every ``NeuralMemory`` inside also keeps one chunk state in ``memory_segment`` (see
-    ``neural_memory``'s ``checkpoint_segment``): the recomputed block then holds the chunk states
-    of one segment at a time instead of all of a sequence's. Gradients are unchanged.
+    Every ``NeuralMemory`` inside also keeps one chunk state in ``memory_segment``
+    (``neural_memory``'s ``checkpoint_segment``): each run of that many chunks is one
+    ``titans::chunk_segment`` op, whose backward reruns its chunks. Gradients are unchanged.
+
+    Selective: the segments' outputs (y and one WS' per segment, about 1/K of the chunk states)
+    are kept through the block's recompute, which therefore skips the chunk recurrence (a large
+    part of a memory block's forward): each chunk's forward runs twice a step, not three times.
+    ``policy`` None does this with ``keep_segment_outputs``, two plain contexts around the
+    forward and the recompute. A policy function (``save_chunk_segments``: the same choice;
+    ``save_segments_and_matmuls``: also the blocks' matmuls and attention) runs torch's selective
+    checkpointing with it instead, whose dispatch mode adds Python time to every op of the
+    block, forward and recompute; on the small MAC at 8K tokens (``bench_checkpointing.py``) only
+    the default meets the target of at most 1/3 of the peak memory at most 1.3x the step time,
+    and keeping the matmuls cost memory without a faster step. ``memory_segment`` = 0 leaves
+    the recurrence whole and the blocks plainly checkpointed.
     """
+    if not memory_segment:
+        context_fn = None
+    elif policy is None:
+        context_fn = keep_segment_outputs
+    else:
+        context_fn = functools.partial(create_selective_checkpoint_contexts, policy)
     for block in blocks:
-        checkpoint(block)
+        checkpoint(block, context_fn=context_fn)
         for module in block.modules():
             if isinstance(module, NeuralMemory):
                 module.checkpoint_segment = memory_segment

@@ -16,7 +16,7 @@ from torch._dynamo.utils import counters
 from titans_lightning.backbone import TitansBackbone, TitansConfig
 from titans_lightning.backbone.config import MEMORY_VARIANTS, VARIANTS
 from titans_lightning.memory import NeuralMemory
-from titans_lightning.parallelize import compile_backbone, compiled_chunk_step
+from titans_lightning.parallelize import checkpoint_blocks, compile_backbone, compiled_chunk_step
 
 T = 19  # debug size: five chunks of 4 (the last one ragged), three MAC segments of 8
 RTOL = 1e-5  # float32: ||compiled - eager|| / ||eager||, per tensor
@@ -57,6 +57,36 @@ def test_compiled_equals_eager_forward_and_backward(variant):
     memories = [m for m in compiled.modules() if isinstance(m, NeuralMemory)]
     assert len(memories) == (eager.config.depth if variant in MEMORY_VARIANTS else 0)
     assert all(m.chunk_step is compiled_chunk_step() for m in memories)
+
+
+def ancestors(event):
+    """The names of the profiler events enclosing ``event``."""
+    while (event := event.cpu_parent) is not None:
+        yield event.name
+
+
+def test_compiled_step_inside_checkpointed_memory_segments():
+    """``--model.compile true`` with ``--model.activation_checkpointing true`` (checkpointing first,
+    as ``TitansTask.parallelize`` does): the memory's ``titans::chunk_segment`` ops run the
+    compiled chunk step, forward and in their backward's rerun, and give eager's outputs and
+    gradients."""
+    torch.manual_seed(0)
+    eager = TitansBackbone(TitansConfig(variant="mac", size="debug"))
+    compiled = copy.deepcopy(eager)
+    checkpoint_blocks(compiled.blocks, memory_segment=2)
+    compile_backbone(compiled)
+    x = torch.randn(2, T, eager.dim, generator=torch.Generator().manual_seed(1))
+    h, grads = output_and_grads(eager, x)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        h_compiled, grads_compiled = output_and_grads(compiled, x)
+    # the names of the events each compiled region ran inside
+    regions = [set(ancestors(e)) for e in prof.events() if e.name.startswith("Torch-Compiled Region")]
+    assert any("titans::chunk_segment" in a for a in regions), "the segments' forward ran no compiled step"
+    assert any("GeneratedBackwardFor_titans_chunk_segment_defaultBackward" in a for a in regions), \
+        "the segments' backward ran no compiled step"
+    assert relative_error(h_compiled, h) < RTOL
+    for (name, _), g, g_compiled in zip(eager.named_parameters(), grads, grads_compiled):
+        assert relative_error(g_compiled, g) < RTOL, name
 
 
 @torch.no_grad()

@@ -3,8 +3,10 @@ fewer chunk states kept for backward."""
 
 import pytest
 import torch
+from torch.utils.checkpoint import checkpoint
 
-from titans_lightning.memory import neural_memory, neural_memory_reference
+from titans_lightning.memory import functional, neural_memory, neural_memory_reference
+from titans_lightning.memory.chunk import chunk_step
 
 from .conftest import make_problem
 from .test_functional import DIFFERENTIABLE, _assert_close
@@ -63,3 +65,52 @@ def _saved_bytes(segment: int) -> int:
 def test_checkpointed_recurrence_keeps_fewer_states():
     kept_all, kept_one_in_eight = _saved_bytes(0), _saved_bytes(8)
     assert kept_one_in_eight < kept_all / 3, (kept_one_in_eight, kept_all)
+
+
+@pytest.mark.parametrize("with_reference", [False, True], ids=["R-from-WS", "R-given"])
+def test_chunk_segment_op_registration(with_reference):
+    """`titans::chunk_segment` (3 chunks of 4): schema, autograd registration, fake (meta)
+    implementation against the real one, and AOT tracing of forward and backward (what
+    torch.compile does with it; once: it takes seconds)."""
+    g = torch.Generator().manual_seed(0)
+    N, K, b, i, h = 2, 3, 4, 4, 6
+
+    def leaf(*shape, scale=1.0):
+        return (scale * torch.rand(*shape, generator=g, dtype=torch.float64)).requires_grad_()
+
+    chunks = (leaf(N, K, b, i), leaf(N, K, b, i), leaf(N, K, b, i), leaf(N, K, b), leaf(N, K, b),
+              leaf(N, K, b, b, scale=0.1), leaf(N, K), leaf(N, K, b))
+    WS = [leaf(N, h, 2 * i, scale=0.3), leaf(N, i, 2 * h, scale=0.3)]
+    R = [leaf(N, h, i, scale=0.3), leaf(N, i, h, scale=0.3)] if with_reference else []
+    args = (functional._step_name(chunk_step), "gelu", True, *chunks, WS, R)
+    checks = ["test_schema", "test_autograd_registration", "test_faketensor"]
+    checks += [] if with_reference else ["test_aot_dispatch_dynamic"]
+    results = torch.library.opcheck(torch.ops.titans.chunk_segment.default, args, test_utils=checks)
+    assert results == {check: "SUCCESS" for check in checks}
+
+
+def test_kept_segment_outputs_skip_the_rerun_and_replay_once():
+    """`keep_segment_outputs` as the context_fn of torch.utils.checkpoint around the memory (23
+    tokens, chunk 4: 6 chunks, segments of 2 before the last): the recompute reruns only the
+    last chunk, the segments' backward the other 5, gradients equal the uncheckpointed ones,
+    and a second backward, which would replay consumed outputs, is refused."""
+    p = make_problem(tokens=23, depth=2)
+    calls = []
+
+    def counting_step(*args):
+        calls.append(args)
+        return chunk_step(*args)
+
+    def memory(q, segment):
+        return neural_memory(**{**p, "q": q}, chunk_size=4, checkpoint_segment=segment, step=counting_step)[0]
+
+    q = p["q"].clone().requires_grad_()
+    expected = torch.autograd.grad(memory(q, 0).square().sum(), q)[0]
+    calls.clear()
+    y = checkpoint(memory, q, 2, use_reentrant=False, context_fn=functional.keep_segment_outputs)
+    forward = len(calls)
+    (grad,) = torch.autograd.grad(y.square().sum(), q, retain_graph=True)
+    assert (forward, len(calls) - forward) == (6, 6)
+    _assert_close(grad, expected)
+    with pytest.raises(RuntimeError, match="recomputed twice"):
+        torch.autograd.grad(y.square().sum(), q)

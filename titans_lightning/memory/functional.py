@@ -25,13 +25,12 @@ position or after its end are such identity tokens, so streams cut anywhere cont
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Optional, Union
 
 import torch
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
 from .channel import run_channel_chunks
 from .chunk import chunk_step
@@ -128,44 +127,194 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
 
     Weights and momentum travel as one (N, o, 2i) tensor `[W | S]` per layer (see `chunk.py`);
     the returned state holds views of its halves. With `checkpoint_segment` = K > 0 (and autograd
-    recording), the chunks before the last run in segments of K under non-reentrant
-    checkpointing: backward holds one WS per segment plus one segment's chunk states, instead
-    of every chunk's, and recomputes each segment's forward once.
+    recording), the chunks before the last run in segments of K, each one `titans::chunk_segment`
+    op (`_run_segments`): backward holds one WS per segment plus one segment's chunk states,
+    instead of every chunk's, and recomputes each segment's forward once.
     """
     T = q.shape[1]
     grid = Grid.plan(state, T, chunk_size)
     gates = chunk_gates(grid(2 * lr), grid(momentum, 1.0), grid(decays[0]), grid(write))  # 2: d||e||^2/de
-    # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
-    qs, ks, vs = (grid(x).unbind(1) for x in (q, k, v))
-    per_chunk = (gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix)
-    beta, f, G, m_end, m_mix = (x.unbind(1) for x in per_chunk)
-    L = len(state.weights)
-
-    def steps(first: int, last: int, ref: tuple, *WS: Tensor) -> tuple[Tensor, ...]:
-        """Chunks first..last-1 from the chunk-start WS (and reference) -> (y of each..., WS')."""
-        ys = []
-        for c in range(first, last):
-            y, *WS = step(activation, L, output_norm, qs[c], ks[c], vs[c], beta[c], f[c], G[c],
-                          m_end[c], m_mix[c], *WS, *ref)
+    # per chunk: q, k, v (N, C, b, i/o), beta, f (N, C, b), G (N, C, b, b), m_end (N, C), m_mix (N, C, b)
+    grids = (grid(q), grid(k), grid(v), gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix)
+    L, last = len(state.weights), grid.chunks - 1  # the last chunk runs alone: its start is the next call's reference
+    WS, ref = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)], grid.ref
+    if checkpoint_segment > 0 and torch.is_grad_enabled() and last > 0:
+        ys, WS, last_chunk = _run_segments(grids, WS, ref, checkpoint_segment, step, activation, output_norm)
+        ref = ()
+    else:
+        # unbind once: indexing [:, c] in the loop would make autograd zero-fill a whole grid per chunk
+        chunks, ys = [x.unbind(1) for x in grids], []
+        for c in range(last):
+            y, *WS = step(activation, L, output_norm, *(x[c] for x in chunks), *WS, *ref)
             ys.append(y)
             ref = ()
-        return (*ys, *WS)
-
-    WS, ref, ys = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)], grid.ref, []
-    last = grid.chunks - 1  # the last chunk runs alone: its start is the next call's reference
-    checkpointed = checkpoint_segment > 0 and torch.is_grad_enabled()
-    run = partial(checkpoint, steps, use_reentrant=False) if checkpointed else steps
-    segment = checkpoint_segment if checkpointed else max(last, 1)
-    for first in range(0, last, segment):
-        stop = min(first + segment, last)
-        out = run(first, stop, ref, *WS)
-        ys.extend(out[: stop - first])
-        WS, ref = out[stop - first :], ()
-    *y_last, = steps(last, last + 1, ref, *WS)
-    ys.append(y_last[0])
+        last_chunk = [x[last] for x in chunks]
+    y, *WS_last = step(activation, L, output_norm, *last_chunk, *WS, *ref)
+    ys.append(y)
     # the last chunk's gradient reference, for a stream that continues mid-chunk
     ref_out = ref or tuple(ws[..., : ws.shape[-1] // 2] for ws in WS)
-    WS = y_last[1:]
-    halves = [(ws[..., : ws.shape[-1] // 2], ws[..., ws.shape[-1] // 2 :]) for ws in WS]
+    halves = [(ws[..., : ws.shape[-1] // 2], ws[..., ws.shape[-1] // 2 :]) for ws in WS_last]
     W, S = tuple(h[0] for h in halves), tuple(h[1] for h in halves)
     return grid.ungrid(ys, T), FastWeightState(W, S, ref_out, state.position + T)
+
+
+def _run_segments(grids, WS, ref, segment, step, activation, output_norm):
+    """Chunks 0..C-2 as `titans::chunk_segment` ops of `segment` chunks each.
+
+    grids: the per-chunk inputs (N, C, ...) of `_run_chunks`; WS, ref: the chunk-start WS and
+    first-chunk reference per layer. Returns the outputs y (N, b, o_L) of chunks 0..C-2, the WS of
+    chunk C-1's start, and chunk C-1's inputs. Each input is split once into (N, K, ...) views,
+    so autograd assembles its gradient with one concatenation, not one zero-filled grid per segment.
+    """
+    last = grids[0].shape[1] - 1
+    sizes = [segment] * (last // segment) + ([last % segment] if last % segment else []) + [1]
+    pieces = [x.split(sizes, dim=1) for x in grids]
+    name, ys = _step_name(step), []
+    for i in range(len(sizes) - 1):
+        y, WS = torch.ops.titans.chunk_segment(name, activation, output_norm, *(p[i] for p in pieces),
+                                               list(WS), list(ref))
+        ys.extend(y.unbind(1))
+        ref = ()
+    return ys, WS, [p[-1][:, 0] for p in pieces]
+
+
+# Chunk steps by name: a custom op takes no Python callable, so `titans::chunk_segment` receives
+# the name of the step (the eager `chunk_step`, the compiled one, a test's wrapper) and looks it
+# up here. A step is registered on its first checkpointed use and kept (a handful per process).
+_CHUNK_STEPS: dict[str, Callable[..., tuple[Tensor, ...]]] = {}
+
+
+def _step_name(step: Callable[..., tuple[Tensor, ...]]) -> str:
+    """The registry name of `step`: qualified name and id (the registry keeps the step alive, so
+    the id is never reused for another object)."""
+    name = f"{getattr(step, '__qualname__', type(step).__name__)}@{id(step):x}"
+    _CHUNK_STEPS.setdefault(name, step)
+    return name
+
+
+def _segment_steps(step: str, activation: str, output_norm: bool, chunks, WS, R):
+    """Run the K chunks of a segment: chunks = (q, k, v, beta, f, G, m_end, m_mix), each (N, K, ...);
+    WS per layer (N, o_l, 2i_l); R the first chunk's reference (or empty). -> K outputs y
+    (N, b, o_L) and the segment-end WS'."""
+    fn, L, ys = _CHUNK_STEPS[step], len(WS), []
+    per_chunk = [x.unbind(1) for x in chunks]
+    for c in range(chunks[0].shape[1]):
+        y, *WS = fn(activation, L, output_norm, *(x[c] for x in per_chunk), *WS, *R)
+        ys.append(y)
+        R = ()
+    return ys, WS
+
+
+class _SegmentOutputs:
+    """The outputs of the `chunk_segment` ops of one checkpointed forward, in call order, handed
+    back in the same order when the checkpoint recomputes that forward: the segments' outputs
+    are kept and their chunks are not rerun. `keep_segment_outputs` makes its two contexts."""
+
+    def __init__(self) -> None:
+        self.outputs: list[Optional[tuple[Tensor, list[Tensor]]]] = []
+        self.replaying, self.next = False, 0
+
+    def record(self, out: tuple[Tensor, list[Tensor]]) -> None:
+        # detached aliases (as selective checkpointing stores them): no hold on the forward's graph
+        self.outputs.append((out[0].detach(), [ws.detach() for ws in out[1]]))
+
+    def replay(self) -> tuple[Tensor, list[Tensor]]:
+        if self.next >= len(self.outputs) or self.outputs[self.next] is None:
+            raise RuntimeError("a checkpointed memory segment was recomputed twice or out of order (backward "
+                               "through a checkpointed block once per forward)")
+        out, self.outputs[self.next] = self.outputs[self.next], None  # freed once handed back
+        self.next += 1
+        return out
+
+
+class _Active:
+    """A context that makes `cache` the one the `chunk_segment` ops of this thread record into
+    (forward) or replay from (recompute); re-enterable, and restores the outer one on exit."""
+
+    def __init__(self, cache: _SegmentOutputs, replaying: bool) -> None:
+        self.cache, self.replaying, self.outer = cache, replaying, []
+
+    def __enter__(self) -> None:
+        self.outer.append(getattr(_SEGMENT_OUTPUTS, "active", None))
+        self.cache.replaying, self.cache.next = self.replaying, 0
+        _SEGMENT_OUTPUTS.active = self.cache
+
+    def __exit__(self, *exc) -> None:
+        _SEGMENT_OUTPUTS.active = self.outer.pop()
+
+
+_SEGMENT_OUTPUTS = threading.local()  # .active: the _SegmentOutputs in use on this thread, if any
+
+
+def keep_segment_outputs() -> tuple[_Active, _Active]:
+    """A ``context_fn`` for non-reentrant ``torch.utils.checkpoint`` (or its composable form):
+    the (forward, recompute) contexts under which the region's `chunk_segment` ops keep their
+    outputs (y (N, K, b, o_L) and the segment-end WS') and hand them back in the recompute.
+
+    What ``create_selective_checkpoint_contexts`` does with a policy that saves this op, without
+    its dispatch mode, which costs Python time on every other op of the region as well.
+    Threads: the recompute may run on an autograd worker thread; each context sets the cache of
+    the thread that enters it.
+    """
+    cache = _SegmentOutputs()
+    return _Active(cache, replaying=False), _Active(cache, replaying=True)
+
+
+@torch.library.custom_op("titans::chunk_segment", mutates_args=())
+def chunk_segment(step: str, activation: str, output_norm: bool, q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
+                  f: Tensor, G: Tensor, m_end: Tensor, m_mix: Tensor, WS: list[Tensor],
+                  R: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    """K chunks of the memory as one op, recorded by nothing: -> y (N, K, b, o_L), WS' per layer.
+
+    q, k (N, K, b, i_0), v (N, K, b, o_L), beta, f (N, K, b), G (N, K, b, b), m_end (N, K),
+    m_mix (N, K, b): the segment's chunks; WS: chunk-start [W | S] per layer (N, o_l, 2i_l);
+    R: the first chunk's gradient reference per layer (N, o_l, i_l), or [] (= the W half of WS);
+    step: a `_CHUNK_STEPS` name. Its backward (`_chunk_segment_backward`) reruns the chunks from
+    the saved inputs. One op, not `torch.utils.checkpoint`, so that a block's activation
+    checkpointing can keep its outputs (`keep_segment_outputs`, or a selective-checkpointing
+    policy; see `parallelize.checkpoint_blocks`): the block's recompute then skips the
+    recurrence, which the segment's own backward reruns anyway.
+    """
+    cache = getattr(_SEGMENT_OUTPUTS, "active", None)
+    if cache is not None and cache.replaying:
+        return cache.replay()
+    with torch.no_grad():
+        ys, new_WS = _segment_steps(step, activation, output_norm, (q, k, v, beta, f, G, m_end, m_mix), WS, R)
+    out = torch.stack(ys, 1), new_WS
+    if cache is not None:
+        cache.record(out)
+    return out
+
+
+@chunk_segment.register_fake
+def _chunk_segment_fake(step, activation, output_norm, q, k, v, beta, f, G, m_end, m_mix, WS, R):
+    """Shapes only (the meta device, torch.compile's fake tensors)."""
+    return q.new_empty(*q.shape[:3], v.shape[-1]), [torch.empty_like(ws) for ws in WS]
+
+
+def _chunk_segment_setup(ctx, inputs, output):
+    """Keep the inputs only, as saved tensors: an enclosing checkpoint may drop and recompute them."""
+    step, activation, output_norm, *tensors, WS, R = inputs
+    ctx.step, ctx.activation, ctx.output_norm, ctx.L, ctx.R = step, activation, output_norm, len(WS), len(R)
+    ctx.save_for_backward(*tensors, *WS, *R)
+
+
+def _chunk_segment_backward(ctx, dy, dWS):
+    """Rerun the segment with autograd from the saved inputs, then backpropagate dy
+    (N, K, b, o_L) and dWS (per layer (N, o_l, 2i_l)) through it; None grads are skipped."""
+    saved = ctx.saved_tensors
+    needs = [*ctx.needs_input_grad[3:11], *ctx.needs_input_grad[11], *ctx.needs_input_grad[12]]
+    inputs = [x.detach().requires_grad_(need) for x, need in zip(saved, needs)]
+    chunks, WS, R = inputs[:8], inputs[8 : 8 + ctx.L], inputs[8 + ctx.L :]
+    with torch.enable_grad(), autocast_off(saved[0].device):
+        ys, new_WS = _segment_steps(ctx.step, ctx.activation, ctx.output_norm, chunks, WS, R)
+    dys = [None] * len(ys) if dy is None else dy.unbind(1)
+    pairs = [(out, g) for out, g in zip([*ys, *new_WS], [*dys, *dWS]) if g is not None]
+    wanted = [x for x in inputs if x.requires_grad]
+    grads = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)
+                 if pairs else [None] * len(wanted))
+    grads = [next(grads) if x.requires_grad else None for x in inputs]
+    return (None, None, None, *grads[:8], grads[8 : 8 + ctx.L], grads[8 + ctx.L :])
+
+
+chunk_segment.register_autograd(_chunk_segment_backward, setup_context=_chunk_segment_setup)
