@@ -68,3 +68,39 @@ def test_offline_run_writes_metrics_figures_and_config(tmp_path):
     assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert sorted(p.name for p in (run_dir / "figures").iterdir()) == ["val_prediction-step2.png",
                                                                         "val_prediction-step4.png"]
+
+
+def artifacts(path: Path) -> list:
+    """The artifact records of a ``run-<id>.wandb`` file."""
+    from wandb.proto import wandb_internal_pb2
+
+    found = []
+    for raw in wandb_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(raw)
+        if record.WhichOneof("record_type") == "artifact":
+            found.append(record.artifact)
+    return found
+
+
+def test_offline_run_keeps_checkpoints_as_artifacts_for_sync(tmp_path):
+    """``log_model true`` with the offline fragment (Lightning alone refuses it): the run records
+    the best and last checkpoints as ``model`` artifacts, their files staged for ``wandb sync``."""
+    env = subprocess_env(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true",
+                         WANDB_CONFIG_DIR=str(tmp_path / "config"), WANDB_CACHE_DIR=str(tmp_path / "cache"),
+                         WANDB_DATA_DIR=str(tmp_path / "data"), HOME=str(tmp_path), WANDB_API_KEY="")
+    run_subprocess(["fit", "-c", str(EXTERNAL_RECIPE), "-c", str(REPO / "recipes" / "logger" / "wandb.yaml"),
+                    "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.log_model", "true",
+                    *QUIET], env=env)
+
+    (offline_run,) = (tmp_path / "wandb").glob("offline-run-*")
+    run_id = offline_run.name.rsplit("-", 1)[1]
+    checkpoints = tmp_path / "titans" / run_id / "checkpoints"
+    logged = {json.loads(a.metadata)["original_filename"]: a for a in artifacts(next(offline_run.glob("run-*.wandb")))}
+    assert set(logged) == {"last.ckpt", "best-step=4.ckpt"}
+    assert sorted(logged["best-step=4.ckpt"].aliases) == ["best", "latest"]
+    for name, artifact in logged.items():
+        assert (artifact.type, artifact.name) == ("model", f"model-{run_id}")
+        (entry,) = artifact.manifest.contents
+        assert entry.path == "model.ckpt"
+        assert Path(entry.local_path).read_bytes() == (checkpoints / name).read_bytes(), "staged for sync"

@@ -1,5 +1,5 @@
-"""Small callbacks shared by every domain: figures to W&B and PNG, training throughput, the
-float32 matmul precision (TF32 on GPUs).
+"""Small callbacks shared by every domain: figures to W&B and PNG, training throughput (with
+model FLOPs and MFU), the float32 matmul precision (TF32 on GPUs).
 
 A domain plots by subclassing :class:`FigureLogger` and writing ``make_figures``; a recipe adds
 it under ``trainer.callbacks``. ``run_directory`` names the folder of a run (the one that holds
@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from torch.utils.flop_counter import FlopCounterMode
+
+from titans_lightning.flops import flop_counter_mode
 
 if TYPE_CHECKING:  # matplotlib is imported only by runs that plot
     from matplotlib.figure import Figure
@@ -92,25 +95,44 @@ def release(figure: Figure) -> None:
 
 
 class Throughput(Callback):
-    """Logs ``perf/samples_per_sec`` and ``perf/tokens_per_sec`` (all ranks together) every
-    ``log_every_n_steps`` optimizer steps, over the wall-clock time since the previous log.
+    """Logs ``perf/samples_per_sec``, ``perf/tokens_per_sec`` and ``perf/flops_per_sec`` (all ranks
+    together) every ``log_every_n_steps`` optimizer steps, over the wall-clock time since the
+    previous log, and ``perf/mfu`` (model FLOPs utilisation) when ``peak_flops`` is given.
 
-    Tokens are B * T of each batch as the task's ``batch_shape(batch)`` reports them (a
-    ``TitansTask`` method). On GPUs it synchronises once per window so the time is honest.
+    Tokens are B * T of each batch as the task's ``batch_shape(batch)`` reports them (a ``Task``
+    method). Model FLOPs are counted once, on the first training batch as it runs (forward and
+    backward: matmuls and attention, ``titans_lightning/flops.py``), as FLOPs per token; with
+    activation checkpointing the recomputed forward counts too. ``perf/mfu`` is the achieved
+    FLOP/s per device over ``peak_flops``. On GPUs it synchronises once per window so the time is
+    honest.
+
+    Args:
+        peak_flops: peak FLOP/s of one device at the training precision, from its data sheet
+            (e.g. 989e12: an H100 SXM, bf16 dense); ``None``: MFU is not logged.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, peak_flops: Optional[float] = None) -> None:
+        if peak_flops is not None and not peak_flops > 0:
+            raise ValueError(f"Throughput: peak_flops must be > 0 FLOP/s, got {peak_flops!r}")
+        self.peak_flops = peak_flops
         self.start: Optional[float] = None
         self.samples = 0
         self.tokens = 0
+        self.counter: Optional[FlopCounterMode] = None  # active during the first training batch
+        self.flops_per_token: Optional[float] = None
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if self.start is None:
             self.start = time.perf_counter()
+        if self.flops_per_token is None and self.counter is None:
+            self.counter = flop_counter_mode()
+            self.counter.__enter__()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         b, t = pl_module.batch_shape(batch)
+        if self.counter is not None:
+            self.flops_per_token = self.stop_counting() / max(b * t, 1)
         self.samples += b * trainer.world_size
         self.tokens += b * t * trainer.world_size
         if trainer.global_step % trainer.log_every_n_steps:
@@ -120,7 +142,21 @@ class Throughput(Callback):
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         pl_module.log("perf/samples_per_sec", self.samples / elapsed, batch_size=1)
         pl_module.log("perf/tokens_per_sec", self.tokens / elapsed, batch_size=1)
+        flops_per_sec = self.flops_per_token * self.tokens / elapsed
+        pl_module.log("perf/flops_per_sec", flops_per_sec, batch_size=1)
+        if self.peak_flops is not None:
+            pl_module.log("perf/mfu", flops_per_sec / trainer.world_size / self.peak_flops, batch_size=1)
         self.start, self.samples, self.tokens = time.perf_counter(), 0, 0
+
+    def stop_counting(self) -> float:
+        """Leave the FLOP counter; the FLOPs it counted."""
+        counter, self.counter = self.counter, None
+        counter.__exit__(None, None, None)
+        return float(counter.get_total_flops())
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if self.counter is not None:  # never leave the counter on torch's dispatch stack
+            self.stop_counting()
 
 
 class MatmulPrecision(Callback):

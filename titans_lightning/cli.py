@@ -1,4 +1,5 @@
-"""The single entry point: ``titans fit|validate|test|predict -c recipe.yaml [--key value ...]``.
+"""The single entry point: ``titans fit|validate|test|predict -c recipe.yaml [--key value ...]``,
+and ``titans export --ckpt_path X --out DIR`` (``export.py``).
 
 ``model`` is any :class:`~titans_lightning.tasks.Task` subclass (a ``TitansTask`` or a baseline)
 and ``data`` any ``LightningDataModule`` subclass with a ``data_sizes`` attribute (in practice a
@@ -7,6 +8,10 @@ domain may live outside this package; this package never imports ``datamodules``
 left to right (``-c a.yaml -c b.yaml --trainer.max_steps 10``) and OmegaConf interpolations such
 as ``${trainer.max_steps}`` resolve after the merge. The resolved config is written into each run's
 folder as ``config.yaml``; ``titans fit -c <run>/config.yaml`` reproduces the run.
+
+Checkpoints are read with ``weights_only=True`` only (``--weights_only`` defaults to true), the
+toolkit's config types allowed (``safe_load.py``): a checkpoint holding a pickled payload is
+refused with one ``error:`` line before any of it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import os
 import sys
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from jsonargparse import set_parsing_settings
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
@@ -28,6 +32,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from titans_lightning.callbacks import run_directory
 from titans_lightning.errors import TRACEBACK_VARIABLE, input_errors_as_one_line
+from titans_lightning.export import ExportError
+from titans_lightning.export import main as export_main
+from titans_lightning.safe_load import UnsafeCheckpointError, allowed_globals, load_checkpoint
 from titans_lightning.tasks.base import Task
 
 
@@ -106,6 +113,15 @@ class TitansCLI(LightningCLI):
         for key, value in given.items():
             self.config[subcommand][key] = value
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        """Lightning's subcommand parser, with ``--weights_only`` defaulting to true: Lightning's
+        loader of ``--ckpt_path`` then runs no code from the file (``safe_load.allowed_globals``
+        lets the toolkit's config types through). ``--weights_only false`` is for a file you trust."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments[subcommand]:
+            parser.set_defaults(weights_only=True)
+        return parser
+
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         configured = config.get("callbacks") or []
         configured = configured if isinstance(configured, list) else [configured]
@@ -135,7 +151,7 @@ def checkpoint_model_config(ckpt_path: str) -> dict[str, Any]:
     less the arguments its class no longer takes (``load_from_checkpoint`` leaves them out
     too): a checkpoint of an earlier run still loads, e.g. ``backbone: null`` of ``DLinearTask``
     and ``PopularityTask`` from before they stood on the task harness without a backbone."""
-    hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+    hparams = load_checkpoint(ckpt_path).get("hyper_parameters", {})
     hparams.pop("_instantiator", None)
     if "_class_path" not in hparams:
         return hparams
@@ -188,7 +204,8 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
-DESCRIPTION = (f"Train, evaluate and run Titans models: titans fit|validate|test|predict -c recipe.yaml. A bad "
+DESCRIPTION = (f"Train, evaluate and run Titans models: titans fit|validate|test|predict -c recipe.yaml; "
+               f"titans export --ckpt_path X --out DIR writes a model that loads without Lightning. A bad "
                f"input (a file, a column, a value) ends the command with one 'error:' line; set "
                f"{TRACEBACK_VARIABLE}=1 for the full traceback.")
 
@@ -196,7 +213,23 @@ DESCRIPTION = (f"Train, evaluate and run Titans models: titans fit|validate|test
 @input_errors_as_one_line
 def main(args: ArgsType = None) -> None:
     """Run ``titans <subcommand> ...``; ``args`` (a list of strings) replaces ``sys.argv[1:]``.
-    A user-input error ends it as one ``error:`` line (``titans_lightning.errors``)."""
+    A user-input error, or a checkpoint refused by ``safe_load``, ends it as one ``error:`` line
+    (``titans_lightning.errors``)."""
+    command_line = sys.argv[1:] if args is None else args
+    try:
+        with allowed_globals():
+            if isinstance(command_line, (list, tuple)) and list(command_line[:1]) == ["export"]:
+                export_main(list(command_line[1:]))
+                return
+            run_cli(args)
+    except (UnsafeCheckpointError, ExportError) as error:
+        raise SystemExit(f"error: {error}") from None
+    finish_wandb()
+    close_process_group()
+
+
+def run_cli(args: ArgsType) -> None:
+    """``TitansCLI`` over ``args``: parse, build and run one of fit, validate, test, predict."""
     # Interpolations such as ${trainer.max_steps} are written from the root of the whole config;
     # this keeps them valid inside nested class configs (model.init_args..., trainer.logger...).
     # attribute docstrings of TitansConfig's fields become the CLI help of those options
@@ -212,8 +245,6 @@ def main(args: ArgsType = None) -> None:
         parser_kwargs={"parser_mode": "omegaconf+", "description": DESCRIPTION},
         args=args,
     )
-    finish_wandb()
-    close_process_group()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Two users share the pieces here:
       titans-stream runs/lm/debug/csv/version_0/checkpoints/last.ckpt book.txt --chunk 2048
       cat *.txt | titans-stream last.ckpt - --report-every 100000 --json stream.json
 
-The model functions are pure torch; Lightning is imported only to load a checkpoint.
+The model functions are pure torch; Lightning is imported only to load a checkpoint, never with
+``weights_only=False`` (``safe_load.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
+
+from titans_lightning.safe_load import allowed_globals, load_checkpoint
 
 
 @torch.no_grad()
@@ -77,6 +80,28 @@ def answer_nll(head: nn.Module, backbone: nn.Module, hidden: Tensor, state: Any,
         out, _ = backbone(head.embed(answer[:, :-1]), state)
         logits = torch.cat((logits, head.logits(out)), 1)
     return F.cross_entropy(logits.float().flatten(0, 1), answer.flatten(), reduction="none").view_as(answer)
+
+
+@torch.no_grad()
+def continuation_logprobs(head: nn.Module, backbone: nn.Module, hidden: Tensor, state: Any, continuation: Tensor,
+                          chunk: int) -> tuple[Tensor, Tensor]:
+    """Score ``continuation`` (B, A), A >= 1, after ``read_prompt``'s ``(hidden, state)``, reading
+    it in pieces of at most ``chunk`` tokens (memory bounded by ``chunk``, whatever A).
+
+    Returns (B, A) float32 log-probabilities of each continuation token and (B, A) whether each
+    is the most likely token there (greedy decoding would produce it). The caller's state stays
+    valid (states are values), so one prompt can be scored against several continuations.
+    """
+    last = head.logits(hidden).float()  # (B, V): predicts the continuation's first token
+    logprobs, greedy = [], []
+    for start in range(0, continuation.shape[1], chunk):
+        piece = continuation[:, start:start + chunk]
+        out, state = backbone(head.embed(piece), state)
+        logits = torch.cat((last[:, None], head.logits(out[:, :-1]).float()), 1)  # (B, n, V)
+        logprobs.append(logits.log_softmax(-1).gather(-1, piece[..., None])[..., 0])
+        greedy.append(logits.argmax(-1) == piece)
+        last = head.logits(out[:, -1]).float()
+    return torch.cat(logprobs, 1), torch.cat(greedy, 1)
 
 
 @dataclass
@@ -237,14 +262,16 @@ def load_lm(checkpoint: Path, device: str) -> nn.Module:
     """The task saved in ``checkpoint`` (any ``TitansTask`` with an LM head: ``head.embed`` and
     ``head.logits``), in eval mode on ``device``.
 
-    The checkpoint names the task's class (the CLI stores ``_class_path``); its module is
-    imported to rebuild it, so load only checkpoints you trust.
+    The checkpoint names the task's class (the CLI stores ``_class_path``), which must be an
+    installed ``TitansTask``. It is read by the weights-only unpickler (``safe_load``): a file
+    holding anything but tensors, plain values and the toolkit's config types is refused
+    (:class:`~titans_lightning.safe_load.UnsafeCheckpointError`) before any of it runs.
     """
     from titans_lightning.tasks.base import TitansTask
 
     if not checkpoint.is_file():
         raise FileNotFoundError(f"titans-stream: checkpoint {str(checkpoint)!r} not found")
-    saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+    saved = load_checkpoint(checkpoint, mmap=True)
     class_path = saved.get("hyper_parameters", {}).get("_class_path")
     if not class_path:
         raise ValueError(f"titans-stream: {str(checkpoint)!r} does not name its task class (_class_path); "
@@ -253,7 +280,8 @@ def load_lm(checkpoint: Path, device: str) -> nn.Module:
     task_class = getattr(importlib.import_module(module), name)
     if not issubclass(task_class, TitansTask):
         raise TypeError(f"titans-stream: {class_path} is not a TitansTask")
-    task = task_class.load_from_checkpoint(checkpoint, map_location=device)
+    with allowed_globals():
+        task = task_class.load_from_checkpoint(checkpoint, map_location=device, weights_only=True)
     if not (hasattr(task.head, "embed") and hasattr(task.head, "logits")):
         raise TypeError(f"titans-stream: {type(task).__name__} has no language-model head (head.embed, head.logits)")
     return task.eval()
