@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..base import TitansDataModule
+from .formats import Format
 from .log import InteractionLog, read_interactions
 
 Split = Literal["val", "test", "predict"]
@@ -124,11 +125,19 @@ class UserHistories(Dataset):
 
 
 class InteractionDataModule(TitansDataModule):
-    """Next-item recommendation from an interaction log (CSV, TSV or Parquet).
+    """Next-item recommendation from an interaction log (CSV, TSV, Parquet, RecBole ``.inter``,
+    JSON lines, MovieLens ``.dat``, S3-Rec sequences or SASRec pairs).
 
     Args:
-        path: the log, one interaction per row (default: the shipped MovieLens latest-small).
-        user_column, item_column, timestamp_column: its column names.
+        path: the log (default: the shipped MovieLens latest-small).
+        format: ``csv``, ``tsv``, ``parquet``, ``inter``, ``jsonl``, ``dat`` (text ones also ``.gz``),
+            ``sequences`` (``user item item ...`` a line) or ``pairs`` (``user item`` a line);
+            None: from the file's suffix (sequences and pairs files must name it). See
+            ``datamodules.recsys.formats``.
+        user_column, item_column: its column names (RecBole's with or without ``:type``); the
+            formats without a header (dat, sequences, pairs) give these names to their fields.
+        timestamp_column: the time column; None: the file's order is the time order (the
+            sequence formats have no timestamp: set None).
         rating_column, min_rating: keep only rows with ``rating >= min_rating`` (implicit
             feedback from ratings); both or neither. Default: every row is an interaction.
         k_core: if > 0, repeatedly drop users and items with fewer than this many interactions.
@@ -146,9 +155,10 @@ class InteractionDataModule(TitansDataModule):
     def __init__(
         self,
         path: str = "data/recsys/ratings.csv",
+        format: Optional[Format] = None,
         user_column: str = "userId",
         item_column: str = "movieId",
-        timestamp_column: str = "timestamp",
+        timestamp_column: Optional[str] = "timestamp",
         rating_column: Optional[str] = None,
         min_rating: Optional[float] = None,
         k_core: int = 0,
@@ -163,7 +173,8 @@ class InteractionDataModule(TitansDataModule):
                              f"('all', 'last'), got {max_len}, {k_core}, {train_windows!r}")
         self.path = path
         self.read_args = dict(user_column=user_column, item_column=item_column, timestamp_column=timestamp_column,
-                              rating_column=rating_column, min_rating=min_rating, k_core_min=k_core)
+                              rating_column=rating_column, min_rating=min_rating, k_core_min=k_core,
+                              format=format)
         self.max_len, self.train_windows = max_len, train_windows
         self.eval_batch_size = eval_batch_size
         self._interactions: Optional[InteractionLog] = None

@@ -110,17 +110,13 @@ ERRORS = [  # (file name, frame, read kwargs, expected message pieces)
                  ["no user has 3 or more interactions"], id="nothing-left-after-dropping-short-users"),
     pytest.param("log.csv", frame(), {"rating_column": "rating"},
                  ["set both rating_column and min_rating"], id="rating-column-without-threshold"),
-    pytest.param("log.json", frame(), {}, ["unsupported file type '.json'"], id="unsupported-format"),
+    pytest.param("log.txt", frame(), {}, ["unsupported file type '.txt'", "--data.format"], id="unsupported-format"),
 ]
 
 
 @pytest.mark.parametrize("name,data,kwargs,pieces", ERRORS)
 def test_clear_errors(tmp_path, name, data, kwargs, pieces):
-    path = tmp_path / name
-    if path.suffix == ".json":
-        data.write_json(path)
-    else:
-        write(path, data)
+    path = write(tmp_path / name, data)
     with pytest.raises(ValueError) as error:
         read_interactions(path, **kwargs)
     for piece in [str(path), *pieces]:

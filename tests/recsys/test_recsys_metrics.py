@@ -21,7 +21,7 @@ from titans_lightning.heads.recsys import (
     sampled_ranks,
     target_ranks,
 )
-from titans_lightning.tasks.recsys import RankingMetric
+from titans_lightning.tasks.recsys import PopularityTask, RankingMetric
 
 INF = float("-inf")
 
@@ -60,10 +60,15 @@ def test_agrees_with_torchmetrics_retrieval_metrics(k):
     assert reciprocal_rank(ranks).mean().item() == pytest.approx(expected["mrr"], abs=1e-6)
 
 
-def test_ties_are_broken_by_id_so_a_constant_scorer_gets_no_free_hits():
+def test_ties_count_against_the_target_wherever_it_sits():
     scores = torch.zeros(3, 101)
     scores[:, 0] = INF
-    assert target_ranks(scores, torch.tensor([1, 50, 100])).tolist() == [1.0, 50.0, 100.0]
+    assert target_ranks(scores, torch.tensor([1, 50, 100])).tolist() == [100.0] * 3  # last of the 100 items
+    tie = torch.tensor([[INF, 0.5, 0.5, 0.9, 0.1]])
+    assert target_ranks(tie, torch.tensor([1])).item() == 3.0 == target_ranks(tie, torch.tensor([2])).item()
+    # sampled: the target sits in candidate column 0 and still ranks below the negatives it ties with
+    target, negatives = torch.tensor([1]), torch.tensor([[2, 3, 4]])
+    assert sampled_ranks(tie, target, negatives).item() == 3.0
 
 
 def test_nan_scores_are_misses_not_hits():
@@ -118,3 +123,32 @@ def test_metric_objects_in_one_collection_stay_separate():
     assert values["hr@1"] == pytest.approx(1 / 4) and values["hr@5"] == pytest.approx(2 / 4)
     assert values["ndcg@5"] == pytest.approx((1 + 1 / math.log2(4)) / 4)
     assert values["mrr"] == pytest.approx((1 + 1 / 9 + 1 / 3) / 4)
+
+
+CONSTANT_SCORER = [  # (eval_negatives, C: the candidates each target is ranked among)
+    pytest.param(None, 300, id="full-ranking"),
+    pytest.param(100, 101, id="sampled-100-negatives"),
+]
+
+
+@pytest.mark.parametrize("eval_negatives,candidates", CONSTANT_SCORER)
+def test_a_constant_scorer_ranks_every_target_last(eval_negatives, candidates):
+    """Chance (a random scorer) would score HR@10 = 10 / C and MRR = (1 + 1/2 + ... + 1/C) / C;
+    with ties counted against the target a constant scorer scores the floor: every target ranks
+    C, so HR@K = NDCG@K = 0 for K < C and MRR = 1 / C, in both modes. Targets with the smallest
+    ids are included: breaking ties by id or by candidate column would make them hits."""
+    task = PopularityTask(ks=[10, 20], exclude_seen=False, eval_negatives=eval_negatives,
+                          data_sizes={"num_items": 300})
+    task.configure_model()  # no training: every count is 0, every item scores log(1 + 0) = 0
+    users = 64
+    items = torch.randint(1, 301, (users, 5), generator=torch.Generator().manual_seed(0))
+    batch = {"items": items, "mask": items != 0, "lengths": torch.full((users,), 5), "user": torch.arange(users),
+             "seen": items, "target": torch.cat((torch.arange(1, 11), torch.arange(200, 200 + users - 10)))}
+    _, ranks = task.compute_loss(batch)
+    assert ranks.tolist() == [float(candidates)] * users
+    metrics = MetricCollection(task.build_metrics())
+    metrics.update(ranks)
+    prefix = "" if eval_negatives is None else f"sampled{eval_negatives}_"
+    values = {name.removeprefix(prefix): value.item() for name, value in metrics.compute().items()}
+    assert values == {"hr@10": 0.0, "ndcg@10": 0.0, "hr@20": 0.0, "ndcg@20": 0.0,
+                      "mrr": pytest.approx(1 / candidates)}

@@ -3,6 +3,8 @@ popularity counts, sampled evaluation names, and `titans fit/predict` on a user'
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import polars as pl
@@ -102,7 +104,7 @@ def test_popularity_ranks_by_training_target_counts():
     batch = eval_batch([[1], [3]])
     batch["target"] = torch.tensor([3, 2])
     _, ranks = task.compute_loss(batch)
-    # counts 3:3, 5:2, 1:1, 2:1, 4 and 6 none; user 1 saw item 3: 5, then 1 before 2 (a tie, lower id first)
+    # counts 3:3, 5:2, 1:1, 2:1, 4 and 6 none; user 1 saw item 3: 5, then 1 and 2 tie (counted against 2)
     assert ranks.tolist() == [1.0, 3.0]
     assert "counts" in task.state_dict() and "pending" not in task.state_dict()  # counts go with the checkpoint
 
@@ -116,23 +118,84 @@ def own_log(path: Path) -> pl.DataFrame:
     return log
 
 
-def test_own_log_fit_then_predict_writes_top_k_in_original_ids(tmp_path):
+# (user, item, hour) of six users with 8..13 interactions: the logs below write these in each format
+INTERACTIONS = [(u, (u * 7 + t * 3) % 23 + 1, t) for u in range(6) for t in range(8 + u)]
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt") as file:
+        file.write("".join(line + "\n" for line in lines))
+
+
+def parquet_log(path: Path) -> set[tuple[str, str]]:
+    return {(str(u), str(i)) for u, i in own_log(path).select("visitor", "product").iter_rows()}
+
+
+def inter_log(path: Path) -> set[tuple[str, str]]:
+    write_lines(path, ["user_id:token\titem_id:token\ttimestamp:float"] +
+                [f"{u}\t{i}\t{t}.0" for u, i, t in INTERACTIONS])
+    return {(str(u), str(i)) for u, i, _ in INTERACTIONS}
+
+
+def amazon_log(path: Path) -> set[tuple[str, str]]:
+    write_lines(path, [json.dumps({"reviewerID": f"A{u}", "asin": f"B{i}", "overall": 5.0, "unixReviewTime": t * 86400})
+                       for u, i, t in INTERACTIONS])
+    return {(f"A{u}", f"B{i}") for u, i, _ in INTERACTIONS}
+
+
+def dat_log(path: Path) -> set[tuple[str, str]]:
+    write_lines(path, [f"{u}::{i}::4::{t}" for u, i, t in INTERACTIONS])
+    return {(str(u), str(i)) for u, i, _ in INTERACTIONS}
+
+
+def sequences_log(path: Path) -> set[tuple[str, str]]:
+    write_lines(path, [f"{u} " + " ".join(str(i) for v, i, _ in INTERACTIONS if v == u) for u in range(6)])
+    return {(str(u), str(i)) for u, i, _ in INTERACTIONS}
+
+
+def pairs_log(path: Path) -> set[tuple[str, str]]:
+    write_lines(path, [f"{u} {i}" for u, i, _ in INTERACTIONS])
+    return {(str(u), str(i)) for u, i, _ in INTERACTIONS}
+
+
+FILE_ORDER = ["--data.timestamp_column", "null"]
+OWN_LOGS = [  # (file name, writer returning the (user, item) pairs seen, data arguments, output id columns)
+    pytest.param("clicks.parquet", parquet_log, ["--data.user_column", "visitor", "--data.item_column", "product",
+                                                 "--data.timestamp_column", "time"], ("visitor", "product"),
+                 id="parquet-other-columns-datetimes"),
+    pytest.param("ml.inter", inter_log, ["--data.user_column", "user_id:token", "--data.item_column", "item_id"],
+                 ("user_id", "item_id"), id="recbole-inter"),
+    pytest.param("Beauty_5.json.gz", amazon_log, ["--data.user_column", "reviewerID", "--data.item_column", "asin",
+                                                  "--data.timestamp_column", "unixReviewTime", "--data.rating_column",
+                                                  "overall", "--data.min_rating", "4"], ("reviewerID", "asin"),
+                 id="amazon-json-lines-gz"),
+    pytest.param("ratings.dat", dat_log, [], ("userId", "movieId"), id="movielens-dat"),
+    pytest.param("Beauty.txt", sequences_log, ["--data.format", "sequences", *FILE_ORDER], ("userId", "movieId"),
+                 id="s3rec-sequences"),
+    pytest.param("train.txt", pairs_log, ["--data.format", "pairs", *FILE_ORDER, "--data.user_column", "user",
+                                          "--data.item_column", "item"], ("user", "item"), id="sasrec-pairs"),
+]
+
+
+@pytest.mark.parametrize("name,write,data,columns", OWN_LOGS)
+def test_own_log_fit_then_predict_writes_top_k_in_original_ids(tmp_path, name, write, data, columns):
     from titans_lightning.cli import main
 
-    log = own_log(tmp_path / "clicks.parquet")
-    data = ["--data.path", str(tmp_path / "clicks.parquet"), "--data.user_column", "visitor", "--data.item_column",
-            "product", "--data.timestamp_column", "time", "--data.batch_size", "2", "--data.eval_batch_size", "4"]
+    seen = write(tmp_path / name)
+    data = ["--data.path", str(tmp_path / name), *data, "--data.batch_size", "2", "--data.eval_batch_size", "4"]
     common = ["-c", str(REPO / "recipes/recsys/debug.yaml"), "--trainer.default_root_dir", str(tmp_path), *QUIET, *data]
     main(["fit", *common, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2"])
     out = tmp_path / "top.csv"
     main(["predict", *common, "--ckpt_path", str(tmp_path / "csv/version_0/checkpoints/last.ckpt"),
           "--trainer.callbacks+=titans_lightning.tasks.recsys.RecommendationWriter",
           f"--trainer.callbacks.path={out}", "--trainer.callbacks.k=3"])
-    top = pl.read_csv(out)
-    assert top.columns == ["visitor", "rank", "product", "score"]
-    assert top.height == 6 * 3 and sorted(top["visitor"].unique().to_list()) == [f"u{u}" for u in range(6)]
-    assert set(top["product"].to_list()) <= set(log["product"].to_list()) and top["rank"].to_list()[:3] == [1, 2, 3]
-    assert top.join(log, on=["visitor", "product"]).height == 0  # nothing the visitor has seen
+    top = pl.read_csv(out, infer_schema=False)
+    user, item = columns
+    assert top.columns == [user, "rank", item, "score"]
+    assert top.height == 6 * 3 and top[user].n_unique() == 6 and top["rank"].to_list()[:3] == ["1", "2", "3"]
+    assert set(top[item]) <= {i for _, i in seen}  # original item ids
+    assert not set(top.select(user, item).iter_rows()) & seen  # nothing the user has seen
 
 
 def test_a_popularity_checkpoint_saved_with_a_backbone_argument_still_loads(tmp_path):

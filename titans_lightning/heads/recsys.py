@@ -3,10 +3,13 @@
 Shape legend: B users, T history positions, D model width, N items (ids 1..N; id 0 is padding,
 so score tables have N + 1 columns and column 0 is always -inf), P scored positions, M negatives.
 
-Ranking convention (used by every metric here): the rank of the target is 1 + the number of
-items scored higher + the number of items with an equal score and a smaller id. Ties are thus
-broken by id (deterministic, and a constant scorer gets no free hits); an excluded target
-(seen, with ``exclude_seen``) has rank +inf, a miss at every K.
+Ranking convention (used by every metric here, full and sampled alike): the rank of the target
+is the number of candidates scored at least as high as the target, the target included. Ties
+count against the target: it ranks last among the items it ties with, so a model earns nothing
+by scoring items alike, whatever their ids or their place among the candidates (a constant
+scorer ranks every target last: HR@K = NDCG@K = 0 for K below the number of candidates, MRR =
+1 / that number). An excluded target (seen, with ``exclude_seen``) has rank +inf, a miss at
+every K.
 """
 
 from __future__ import annotations
@@ -80,15 +83,15 @@ def exclude_items(scores: Tensor, items: Tensor) -> Tensor:
 def target_ranks(scores: Tensor, target: Tensor) -> Tensor:
     """(B, C) scores, (B,) target column -> (B,) float ranks (1 = best; +inf for a -inf target).
 
-    Ties are broken by column index (see the module docstring). NaN scores count as -inf: a
-    diverged model must score misses, not the perfect ranks that NaN comparisons would give.
+    rank = the number of columns scored at least as high as the target's (its own included):
+    ties count against the target, whichever columns they sit in (see the module docstring).
+    NaN scores count as -inf: a diverged model must score misses, not the perfect ranks that
+    NaN comparisons would give.
     """
     scores = torch.where(scores.isnan(), float("-inf"), scores)
     rows = torch.arange(scores.shape[0], device=scores.device)
     own = scores[rows, target][:, None]
-    columns = torch.arange(scores.shape[1], device=scores.device)
-    ahead = (scores > own) | ((scores == own) & (columns[None, :] < target[:, None]))
-    ranks = 1.0 + ahead.sum(-1).to(torch.float64)
+    ranks = (scores >= own).sum(-1).to(torch.float64)
     return ranks.masked_fill(own[:, 0] == float("-inf"), math.inf)
 
 
@@ -109,7 +112,11 @@ def sample_negatives(seen: Tensor, target: Tensor, num_items: int, count: int, g
 
 
 def sampled_ranks(scores: Tensor, target: Tensor, negatives: Tensor) -> Tensor:
-    """(B,) ranks of the target among itself and its (B, M) negatives (1 = best)."""
+    """(B,) ranks of the target among itself and its (B, M) negatives (1 = best; M + 1 = last).
+
+    The target sits in candidate column 0, but ties still count against it (``target_ranks``):
+    a negative scored like the target ranks above it, so a constant scorer ranks it M + 1.
+    """
     candidates = torch.cat((target[:, None], negatives), -1)
     return target_ranks(scores.gather(-1, candidates), torch.zeros_like(target))
 

@@ -9,6 +9,8 @@ Evaluation is by full ranking over all N items (HR@K, NDCG@K for every K in ``ks
 the whole ranking), optionally excluding the items the user saw before the target (RecBole's
 full-sort protocol). Sampled-negative evaluation (SASRec's 100 negatives) is a named option
 whose metrics carry a ``sampled<M>_`` prefix so they cannot be mistaken for full-ranking ones.
+In both, ties count against the target (``titans_lightning.heads.recsys``): a constant scorer
+ranks every target last and scores HR@K = NDCG@K = 0.
 """
 
 from __future__ import annotations
