@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics, run_titans
+from titans_lightning.safe_load import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CONTENDERS = {"titans-lmm": "recipes/dna/splice_lmm.yaml", "transformer": "recipes/dna/splice_transformer.yaml"}
@@ -73,9 +74,7 @@ def fit_and_test(name: str, recipe: str, out: Path, extra: list[str]) -> dict[st
 
 def parameters(checkpoint: Path) -> int:
     """Trainable parameters of the backbone and head stored in a checkpoint."""
-    import torch
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = load_checkpoint(checkpoint)["state_dict"]
     return sum(v.numel() for k, v in state.items() if k.startswith(("backbone.", "head.")))
 
 

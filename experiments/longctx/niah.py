@@ -34,6 +34,7 @@ import yaml
 
 from datamodules.text import NeedleDataModule
 from titans_lightning.runs import QUIET, newest_version, read_metrics, run_titans, series
+from titans_lightning.safe_load import load_checkpoint
 from titans_lightning.streaming import load_lm
 from titans_lightning.tasks.longctx import NeedleAccuracy, exact_match, format_table, heatmap
 
@@ -64,7 +65,7 @@ def training_summary(run: Path) -> dict:
     window of the recipe (MAC: its segment)."""
     logged = (run / "metrics.csv").exists()  # written once a step is logged
     tail = list(series(read_metrics(run), "train/loss").values())[-5:] if logged else []
-    steps = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    steps = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
     backbone = yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]["backbone"]
     # the attention span a needle must be carried past: MAC's segment, the sliding window; none for
     # the memory alone (LMM) or full attention (Transformer++)

@@ -21,9 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import torch
-
 from titans_lightning.runs import QUIET, fresh_env, last_values, newest_version, read_metrics, run_titans
+from titans_lightning.safe_load import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = {"popular": "movielens_popular.yaml", "sasrec": "movielens_sasrec.yaml",
@@ -45,7 +44,7 @@ def best_validation(run_dir: Path) -> tuple[int, float]:
 
 def parameters(checkpoint: Path) -> int:
     """Trained parameters in a checkpoint (buffers such as popularity counts not counted)."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(checkpoint)
     names = [k for k in ckpt["state_dict"] if not k.endswith(("counts", "pending")) and "metrics" not in k]
     return sum(ckpt["state_dict"][k].numel() for k in names)
 
