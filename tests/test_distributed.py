@@ -69,6 +69,13 @@ def test_two_processes_match_one_process(one_process, tmp_path, variant, fragmen
     assert_same_trajectory(read_metrics(fit_two_processes(tmp_path, fragment, variant)), one_process(variant))
 
 
+def test_fsdp_with_activation_checkpointing_matches_one_process(one_process, tmp_path):
+    """FSDP2 over checkpointed blocks (the memory segments kept through the block recompute):
+    MAC's whole trajectory equals one plain process."""
+    run_dir = fit_two_processes(tmp_path, "fsdp.yaml", "mac", "--model.activation_checkpointing", "true")
+    assert_same_trajectory(read_metrics(run_dir), one_process("mac"))
+
+
 def test_fsdp_shards_every_block_of_mac_matches_one_process_and_resumes(one_process, tmp_path):
     run_dir = fit_two_processes(tmp_path / "first", "fsdp.yaml", "mac",
                                 "--trainer.callbacks+=external_domain.ShardReport")
