@@ -11,16 +11,19 @@ from __future__ import annotations
 import abc
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.flop_counter import FlopCounterMode
 
 from titans_lightning.flops import flop_counter_mode
 
 if TYPE_CHECKING:  # matplotlib is imported only by runs that plot
+    import polars as pl
     from matplotlib.figure import Figure
 
 
@@ -35,6 +38,42 @@ def run_directory(trainer: Trainer) -> str:
         version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
         path = os.path.join(logger.save_dir or trainer.default_root_dir, str(logger.name or ""), version)
     return trainer.strategy.broadcast(path)
+
+
+class TableWriter(BasePredictionWriter, abc.ABC):
+    """Writes what ``titans predict`` returned as one table, CSV or Parquet by the file's suffix.
+
+    A domain subclasses it with ``default_name`` (the file in the run folder) and ``make_frame``
+    (the predictions as a polars frame). Under several processes each rank writes the rows it
+    saw to ``<stem>-rank<r><suffix>``. ``written`` is the path of the last file written.
+
+    Args:
+        output: the file; None = ``<run folder>/<default_name>``.
+    """
+
+    default_name = "predictions.csv"
+
+    def __init__(self, output: Optional[str] = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+
+    @abc.abstractmethod
+    def make_frame(self, trainer: Trainer, predictions: Sequence[Any]) -> pl.DataFrame:
+        """The table of the ``predict_step`` outputs of this rank."""
+
+    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any],
+                           batch_indices: Sequence[Any]) -> None:
+        path = self.output or os.path.join(run_directory(trainer), self.default_name)
+        if trainer.world_size > 1:
+            stem, suffix = os.path.splitext(path)
+            path = f"{stem}-rank{trainer.global_rank}{suffix}"
+        frame = self.make_frame(trainer, predictions)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if path.endswith((".parquet", ".pq")):
+            frame.write_parquet(path)
+        else:
+            frame.write_csv(path)
+        self.written = path
 
 
 class FigureLogger(Callback, abc.ABC):

@@ -13,7 +13,6 @@ Shape legend: B windows, L lookback, H horizon, C target channels, K covariates.
 from __future__ import annotations
 
 import abc
-import os
 from collections.abc import Sequence
 from typing import Any, Optional
 
@@ -21,13 +20,12 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection
 
 from titans_lightning.backbone import TitansConfig
-from titans_lightning.callbacks import FigureLogger, run_directory
+from titans_lightning.callbacks import FigureLogger, TableWriter
 from titans_lightning.heads.forecasting import DLinear, ForecastingHead
 from titans_lightning.tasks.base import Task, TitansTask
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
@@ -204,7 +202,7 @@ class ForecastFigure(FigureLogger):
         return {"val/forecast": figure}
 
 
-class ForecastWriter(BasePredictionWriter):
+class ForecastWriter(TableWriter):
     """Writes ``titans predict`` forecasts in original units with their timestamps.
 
     One row per window and forecast step: ``origin`` (time of the window's last input),
@@ -216,23 +214,10 @@ class ForecastWriter(BasePredictionWriter):
             rank writes its own windows to ``<stem>-rank<r><suffix>``.
     """
 
-    def __init__(self, output: Optional[str] = None) -> None:
-        super().__init__(write_interval="epoch")
-        self.output = output
+    default_name = "forecasts.csv"
 
-    def write_on_epoch_end(self, trainer: Trainer, pl_module: LightningModule, predictions: Sequence[Any],
-                           batch_indices: Sequence[Any]) -> None:
-        path = self.output or os.path.join(run_directory(trainer), "forecasts.csv")
-        if trainer.world_size > 1:
-            stem, suffix = os.path.splitext(path)
-            path = f"{stem}-rank{trainer.global_rank}{suffix}"
-        frame = forecast_frame(trainer.datamodule, predictions)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if path.endswith((".parquet", ".pq")):
-            frame.write_parquet(path)
-        else:
-            frame.write_csv(path)
-        self.written = path
+    def make_frame(self, trainer: Trainer, predictions: Sequence[Any]) -> pl.DataFrame:
+        return forecast_frame(trainer.datamodule, predictions)
 
 
 def forecast_frame(datamodule: Any, predictions: Sequence[dict[str, Tensor]]) -> pl.DataFrame:
