@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -43,6 +44,17 @@ def _open(path: Path):
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
+def looks_like_fasta(path: str | Path) -> bool:
+    """Whether the first line that is not blank or a ``;`` comment starts with ``>`` (plain or
+    gzipped file): how a prediction file is told from a CSV."""
+    with _open(Path(path)) as lines:
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith(b";"):
+                return line.startswith(b">")
+    return False
+
+
 def read_fasta(path: str | Path, tokenizer: Optional[NucleotideTokenizer] = None) -> list[FastaRecord]:
     """Every record of a FASTA file, tokenised.
 
@@ -52,41 +64,53 @@ def read_fasta(path: str | Path, tokenizer: Optional[NucleotideTokenizer] = None
             sequence (file and header line), no record at all (file).
         InvalidNucleotideError: a non-IUPAC character (record, position in it, file and line).
     """
+    return list(iter_fasta(path, tokenizer))
+
+
+def iter_fasta(path: str | Path, tokenizer: Optional[NucleotideTokenizer] = None,
+               keep: Optional[Callable[[str], bool]] = None) -> Iterator[FastaRecord]:
+    """The records of a FASTA file one at a time, read line by line (only one record is held at
+    once). ``keep(name)`` chooses the records to tokenise and yield; the lines of the others are
+    skipped unread (a genome's unwanted chromosomes cost no memory). Errors as ``read_fasta``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FASTA file not found: {path}")
     tokenizer = tokenizer or NucleotideTokenizer()
-    records: list[FastaRecord] = []
-    name, header_line, parts, length, line_no = None, 0, [], 0, 0
+    name, header_line, parts, length, line_no, wanted, count = None, 0, [], 0, 0, True, 0
     with _open(path) as lines:
         for line_no, line in enumerate(lines, 1):
             line = line.strip()
             if not line or line.startswith(b";"):
                 continue
             if line.startswith(b">"):
-                _finish(records, name, parts, path, header_line)
+                yield from _finish(name, parts, length, path, header_line, wanted)
                 words = line[1:].decode("utf-8", errors="replace").split()
-                name, header_line, parts, length = (words[0] if words else f"record{len(records) + 1}"), line_no, [], 0
+                count += 1
+                name, header_line, parts, length = (words[0] if words else f"record{count}"), line_no, [], 0
+                wanted = keep is None or keep(name)
                 continue
             if name is None:
                 raise FastaFormatError(f"{path} line {line_no}: sequence line before any '>' header "
                                        f"(a FASTA record starts with a line '>name')")
-            parts.append(tokenizer.encode_bytes(line, f"record {name!r}", length, f"{path} line {line_no}"))
+            if wanted:
+                parts.append(tokenizer.encode_bytes(line, f"record {name!r}", length, f"{path} line {line_no}"))
             length += len(line)
-    _finish(records, name, parts, path, header_line)
-    if not records:
+    yield from _finish(name, parts, length, path, header_line, wanted)
+    if not count:
         raise FastaFormatError(f"{path}: no FASTA records in {line_no} lines (expected a header line "
                                f"'>name' followed by sequence lines)")
-    return records
 
 
-def _finish(records: list[FastaRecord], name: Optional[str], parts: list[bytes], path: Path, line: int) -> None:
-    """Append the record being read, if any; a header without sequence is an error."""
+def _finish(name: Optional[str], parts: list[bytes], length: int, path: Path, line: int,
+            wanted: bool) -> Iterator[FastaRecord]:
+    """The record being read (``length`` bases in ``parts``), if any and wanted; a header
+    without sequence is an error."""
     if name is None:
         return
-    if not parts:
+    if not length:
         raise FastaFormatError(f"{path} line {line}: record {name!r} has no sequence lines")
-    records.append(FastaRecord(name, as_tensor(b"".join(parts))))
+    if wanted:
+        yield FastaRecord(name, as_tensor(b"".join(parts)))
 
 
 def split_held_out(records: list[FastaRecord], val_fraction: float) -> tuple[list[Tensor], list[Tensor]]:
@@ -114,16 +138,17 @@ class WindowDataset(Dataset):
     """Windows of ``length`` tokens at given starts in regions; a region shorter than a window
     gives one window padded with PAD at the end.
 
-    Items: ``{"tokens": (L,) int64, "mask": (L,) bool}`` (mask: not padding). With ``rc_augment``
-    each item is replaced by its reverse complement with probability 1/2 (drawn from torch's global
-    generator, seeded per worker).
+    Items: ``{"tokens": (L,) int64, "mask": (L,) bool}`` (mask: not padding), and with
+    ``with_index`` the window's region as ``"index"`` (prediction: per-sequence sums). With
+    ``rc_augment`` each item is replaced by its reverse complement with probability 1/2 (drawn
+    from torch's global generator, seeded per worker).
     """
 
     def __init__(self, regions: list[Tensor], length: int, region_ids: Tensor, starts: Tensor,
-                 rc_augment: bool = False) -> None:
+                 rc_augment: bool = False, with_index: bool = False) -> None:
         self.regions, self.length = regions, length
         self.region_ids, self.starts = region_ids, starts
-        self.rc_augment = rc_augment
+        self.rc_augment, self.with_index = rc_augment, with_index
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -135,7 +160,10 @@ class WindowDataset(Dataset):
             real = reverse_complement_tokens(real)
         tokens = torch.full((self.length,), PAD, dtype=torch.long)
         tokens[: len(real)] = real
-        return {"tokens": tokens, "mask": tokens != PAD}
+        item = {"tokens": tokens, "mask": tokens != PAD}
+        if self.with_index:
+            item["index"] = int(self.region_ids[i])
+        return item
 
 
 def starts_per_region(regions: list[Tensor], length: int) -> Tensor:

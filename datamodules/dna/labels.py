@@ -9,6 +9,9 @@ Batch contract of :class:`~datamodules.dna.GenomicsClassificationDataModule`::
     mask    (B, T) bool   True on bases and CLS
     labels  (B,)   int64  class index (the order of ``class_names``)
     rc_tokens, rc_mask    the same for the reverse complements (evaluation, with rc_average only)
+
+Prediction batches have no ``labels`` but ``index`` (B,) int64: the sequence's position in the
+prediction file (its name is ``predict_ids[index]`` of the DataModule).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .fasta import FastaFormatError, read_fasta
+from .fasta import FastaFormatError, looks_like_fasta, read_fasta
 from .tokenizer import CLS, PAD, NucleotideTokenizer, as_tensor, reverse_complement_tokens
 
 
@@ -36,7 +39,7 @@ class LabelledSequences:
     class_names: list[str]
 
 
-def _class_order(found: Sequence[str], given: Optional[Sequence[str]], source: str) -> list[str]:
+def class_order(found: Sequence[str], given: Optional[Sequence[str]], source: str) -> list[str]:
     """The class list: ``given`` if set (every found label must be in it and every class must
     have an example), else the found labels sorted (numerically when they are all integers)."""
     found_set = set(found)
@@ -52,6 +55,48 @@ def _class_order(found: Sequence[str], given: Optional[Sequence[str]], source: s
     return list(given)
 
 
+def reject_fasta(path: str | Path, option: str) -> None:
+    """A FASTA file (plain or gzipped) given where a CSV is expected is a usage error: say what
+    to pass instead (one FASTA per class, as the mapping ``--data.<option>``)."""
+    if Path(path).is_file() and looks_like_fasta(path):
+        raise ValueError(f"{path} looks like a FASTA file, not a CSV: pass one FASTA per class as --data.{option} "
+                         f"'{{\"<class>\": \"{path}\", ...}}'")
+
+
+def read_csv_columns(path: str | Path, columns: dict[str, str]) -> pl.DataFrame:
+    """A CSV file (plain or gzipped) read as text, checked to have ``columns`` (role -> column
+    name, the role named in the error, e.g. ``{"sequence_column": "seq"}``); row r of the frame
+    is line r + 2 of the file (header = line 1).
+
+    Raises FileNotFoundError, or ValueError naming the file, the missing column and the header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file not found: {path}")
+    frame = pl.read_csv(path, infer_schema=False)
+    for role, column in columns.items():
+        if column not in frame.columns:
+            raise ValueError(f"{path}: no column {column!r} ({role}); the header has {frame.columns}")
+    return frame
+
+
+def encode_rows(path: str | Path, frame: pl.DataFrame, sequence_column: str, others: Optional[dict[str, str]] = None,
+                tokenizer: Optional[NucleotideTokenizer] = None) -> list[Tensor]:
+    """(L_i,) uint8 token ids of each row's sequence. ``others``: column -> what it holds (``"a
+    label"``), columns that must not be empty either. An empty value is a ValueError naming the
+    file, line and column."""
+    tokenizer, others = tokenizer or NucleotideTokenizer(), others or {}
+    needs = ["a sequence", *others.values()]
+    needs = f"{', '.join(needs[:-1])} and {needs[-1]}" if len(needs) > 1 else needs[0]
+    sequences = []
+    for row, values in enumerate(frame.select(sequence_column, *others).iter_rows(), start=2):
+        empty = next((c for c, v in zip((sequence_column, *others), values) if not v), None)
+        if empty is not None:
+            raise ValueError(f"{path} line {row}: empty {empty!r}; every row needs {needs}")
+        sequences.append(as_tensor(tokenizer.encode_text(values[0], f"{path} line {row}")))
+    return sequences
+
+
 def read_csv_sequences(path: str | Path, sequence_column: str, label_column: str,
                        class_names: Optional[Sequence[str]] = None,
                        tokenizer: Optional[NucleotideTokenizer] = None) -> LabelledSequences:
@@ -62,24 +107,17 @@ def read_csv_sequences(path: str | Path, sequence_column: str, label_column: str
         outside ``class_names`` or a class of ``class_names`` with no examples;
         InvalidNucleotideError for a non-IUPAC character (row and position).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"classification CSV not found: {path}")
-    frame = pl.read_csv(path, infer_schema=False)
-    for role, column in (("sequence_column", sequence_column), ("label_column", label_column)):
-        if column not in frame.columns:
-            raise ValueError(f"{path}: no column {column!r} ({role}); the header has {frame.columns}")
-    tokenizer = tokenizer or NucleotideTokenizer()
-    texts, labels = frame[sequence_column].to_list(), frame[label_column].to_list()
-    sequences = []
-    for row, (text, label) in enumerate(zip(texts, labels), start=2):
-        if not text or not label:
-            empty = sequence_column if not text else label_column
-            raise ValueError(f"{path} line {row}: empty {empty!r}; every row needs a sequence and a label")
-        sequences.append(as_tensor(tokenizer.encode_text(text, f"{path} line {row}")))
-    names = _class_order(labels, class_names, str(path))
-    index = {name: i for i, name in enumerate(names)}
-    return LabelledSequences(sequences, torch.tensor([index[label] for label in labels]), names)
+    frame = read_csv_columns(path, {"sequence_column": sequence_column, "label_column": label_column})
+    sequences = encode_rows(path, frame, sequence_column, {label_column: "a label"}, tokenizer)
+    labels = frame[label_column].to_list()
+    return labelled(sequences, labels, class_order(labels, class_names, str(path)))
+
+
+def labelled(sequences: list[Tensor], labels: Sequence[str], class_names: list[str]) -> LabelledSequences:
+    """Examples with their labels given as class names (every one in ``class_names``)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    return LabelledSequences(sequences, torch.tensor([index[label] for label in labels], dtype=torch.long),
+                             class_names)
 
 
 def read_fasta_classes(classes: dict[str, str], tokenizer: Optional[NucleotideTokenizer] = None) -> LabelledSequences:
@@ -161,9 +199,13 @@ def pad_with_cls(sequences: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 def collate_sequences(items: list[dict]) -> dict[str, Tensor]:
-    """Stack examples into the batch contract of the module docstring."""
+    """Stack examples into the batch contract of the module docstring (``labels`` from items with
+    a ``label``, ``index`` from items with an ``index``: prediction)."""
     tokens, mask = pad_with_cls([item["tokens"] for item in items])
-    batch = {"tokens": tokens, "mask": mask, "labels": torch.tensor([item["label"] for item in items])}
+    batch = {"tokens": tokens, "mask": mask}
+    for key, name in (("label", "labels"), ("index", "index")):
+        if key in items[0]:
+            batch[name] = torch.tensor([item[key] for item in items], dtype=torch.long)
     if "rc_tokens" in items[0]:
         batch["rc_tokens"], batch["rc_mask"] = pad_with_cls([item["rc_tokens"] for item in items])
     return batch

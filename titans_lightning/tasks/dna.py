@@ -1,4 +1,5 @@
-"""DNA tasks: next-nucleotide pretraining (bits per nucleotide) and sequence classification.
+"""DNA tasks: next-nucleotide pretraining (bits per nucleotide) and sequence classification,
+and the writer of ``titans predict`` (class probabilities, or bits per nucleotide, per sequence).
 
 Shape legend: B batch, T tokens, D model width, V vocabulary, K classes.
 
@@ -6,22 +7,29 @@ Batch contracts (made by ``datamodules.dna``):
     pretraining     tokens (B, T+1) int64, mask (B, T+1) bool (False on padding)
     classification  tokens (B, T), mask (B, T), labels (B,); with the reverse-complement
                     test-time average also rc_tokens, rc_mask (evaluation batches only)
+    prediction      as above without labels, plus index (B,) int64: each sequence's (or
+                    window's sequence's) position in the prediction file
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any, Optional
 
+import polars as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import AUROC, Accuracy, F1Score, MatthewsCorrCoef, MeanMetric, Metric, MetricCollection
 
 from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.callbacks import TableWriter
 from titans_lightning.heads.dna import NucleotideLMHead, Pooling, SequenceClassifierHead
+from titans_lightning.safe_load import load_checkpoint
 from titans_lightning.tasks.base import TitansTask
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
 
@@ -40,13 +48,26 @@ class DNAPretrainTask(TitansTask):
     def batch_shape(self, batch: dict[str, Tensor]) -> tuple[int, int]:
         return batch["tokens"].shape[0], batch["tokens"].shape[1] - 1
 
-    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Mean cross-entropy (nats) of every real next base; outputs: (N,) per-base nats."""
+    def next_base_nats(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(B, T) cross-entropy in nats of each next base (0 where not scored) and the (B, T)
+        bool mask of scored positions (a real base after a real base)."""
         tokens, mask = batch["tokens"], batch["mask"]
         hidden, _ = self.backbone(self.head.embed(tokens[:, :-1]), mask=mask[:, :-1])
         scored = mask[:, 1:] & mask[:, :-1]
-        nats = F.cross_entropy(self.head.logits(hidden)[scored].float(), tokens[:, 1:][scored], reduction="none")
+        nats = F.cross_entropy(self.head.logits(hidden).float().transpose(1, 2), tokens[:, 1:], reduction="none")
+        return nats * scored, scored
+
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Mean cross-entropy (nats) of every real next base; outputs: (N,) per-base nats."""
+        nats, scored = self.next_base_nats(batch)
+        nats = nats[scored]
         return nats.mean(), nats.detach()
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Per window: ``index`` (B,) of its sequence, ``bits`` (B,) summed over its scored
+        bases, ``bases`` (B,) how many; :class:`DNAPredictionWriter` sums them per sequence."""
+        nats, scored = self.next_base_nats(batch)
+        return {"index": batch["index"], "bits": nats.sum(1) / math.log(2), "bases": scored.sum(1)}
 
     def build_metrics(self) -> dict[str, Metric]:
         return {"bpn": MeanMetric()}
@@ -108,14 +129,25 @@ class DNAClassificationTask(TitansTask):
         hidden, _ = self.backbone(self.head.inputs(tokens), mask=mask)
         return self.head.logits(hidden, mask).float()
 
+    def class_probs(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, K) class probabilities, averaged over both strands when the batch carries
+        reverse complements (``rc_tokens``, ``rc_mask``)."""
+        probs = self.class_logits(batch["tokens"], batch["mask"]).softmax(-1)
+        if "rc_tokens" in batch:
+            probs = (probs + self.class_logits(batch["rc_tokens"], batch["rc_mask"]).softmax(-1)) / 2
+        return probs
+
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Cross-entropy; outputs (B, K) class probabilities, averaged over both strands when the
-        batch carries reverse complements."""
-        logits = self.class_logits(batch["tokens"], batch["mask"])
+        """Cross-entropy; outputs (B, K) class probabilities (see ``class_probs``)."""
         if "rc_tokens" not in batch:
+            logits = self.class_logits(batch["tokens"], batch["mask"])
             return F.cross_entropy(logits, batch["labels"]), logits.softmax(-1).detach()
-        probs = (logits.softmax(-1) + self.class_logits(batch["rc_tokens"], batch["rc_mask"]).softmax(-1)) / 2
+        probs = self.class_probs(batch)
         return F.nll_loss(probs.clamp_min(1e-12).log(), batch["labels"]), probs.detach()
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """``index`` (B,) of each sequence in the prediction file and its ``probs`` (B, K)."""
+        return {"index": batch["index"], "probs": self.class_probs(batch)}
 
     def build_metrics(self) -> dict[str, Metric]:
         k = self.num_classes
@@ -128,6 +160,52 @@ class DNAClassificationTask(TitansTask):
         metrics.update(outputs, batch["labels"])
 
 
+class DNAPredictionWriter(TableWriter):
+    """Writes what ``titans predict`` computes on ``--data.predict_path``: one row per sequence,
+    in file order, named by the DataModule's ``predict_ids`` (FASTA record names, or a CSV's
+    ``id_column`` or row numbers). CSV or Parquet by the file's suffix.
+
+    - Classification: ``id``, ``predicted`` (the most probable class), then ``prob_<class>`` per
+      class in the DataModule's ``label_names`` order (both strands averaged with ``rc_average``).
+    - Pretraining: ``id``, ``bases`` (the bases scored: all but the first), ``bits`` (their
+      cross-entropy in bits, summed) and ``bpn`` (``bits / bases``; null for a one-base sequence).
+
+    Args:
+        output: the file; None = ``<run folder>/predictions.csv``. Under several processes each
+            rank writes the sequences it saw to ``<stem>-rank<r><suffix>`` (a long sequence's
+            windows may be spread over ranks: sum ``bits`` and ``bases`` over the files).
+    """
+
+    def make_frame(self, trainer: Trainer, predictions: Sequence[Any]) -> pl.DataFrame:
+        datamodule = trainer.datamodule
+        if "probs" in predictions[0]:
+            return class_frame(predictions, datamodule.predict_ids, datamodule.label_names)
+        return bits_frame(predictions, datamodule.predict_ids)
+
+
+def class_frame(predictions: Sequence[dict[str, Tensor]], ids: Sequence[str],
+                class_names: Sequence[str]) -> pl.DataFrame:
+    """The classification table of :class:`DNAPredictionWriter` from ``predict_step`` outputs
+    (``index`` (B,), ``probs`` (B, K) each), sorted into file order."""
+    index = torch.cat([p["index"] for p in predictions]).cpu()
+    order = index.argsort(stable=True)
+    index, probs = index[order], torch.cat([p["probs"] for p in predictions]).float().cpu()[order]
+    columns = {"id": [ids[i] for i in index.tolist()], "predicted": [class_names[k] for k in probs.argmax(1).tolist()]}
+    columns.update({f"prob_{name}": probs[:, k].numpy() for k, name in enumerate(class_names)})
+    return pl.DataFrame(columns)
+
+
+def bits_frame(predictions: Sequence[dict[str, Tensor]], ids: Sequence[str]) -> pl.DataFrame:
+    """The pretraining table of :class:`DNAPredictionWriter`: the windows' ``bits`` and
+    ``bases`` summed per sequence (``index``), for the sequences seen, in file order."""
+    index, bits, bases = (torch.cat([p[key] for p in predictions]).cpu() for key in ("index", "bits", "bases"))
+    bits = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, index, bits.double())
+    bases = torch.zeros(len(ids), dtype=torch.long).index_add_(0, index, bases.long())
+    seen = index.unique().tolist()  # sorted
+    frame = pl.DataFrame({"id": [ids[i] for i in seen], "bases": bases[seen].numpy(), "bits": bits[seen].numpy()})
+    return frame.with_columns(bpn=pl.when(pl.col("bases") > 0).then(pl.col("bits") / pl.col("bases")))
+
+
 def load_pretrained(path: str, backbone: TitansBackbone, embed: Optional[nn.Module] = None) -> None:
     """Copy a Lightning checkpoint's ``backbone.*`` (and ``head.embed.*``) weights in place.
 
@@ -135,9 +213,7 @@ def load_pretrained(path: str, backbone: TitansBackbone, embed: Optional[nn.Modu
     configuration differs from ``backbone.config`` (listing the differing fields), or when the
     embedding does not fit.
     """
-    # weights_only=False: a Lightning checkpoint pickles its hyperparameters (the TitansConfig);
-    # this is the user's own pretraining run, not a downloaded file.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path)  # weights only: nothing in the file runs
     state = checkpoint.get("state_dict", {})
     _check_backbone_config(path, checkpoint.get("hyper_parameters", {}).get("backbone"), backbone.config)
     parts = [("backbone.", backbone)] + ([("head.embed.", embed)] if embed is not None else [])
