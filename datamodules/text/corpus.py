@@ -1,10 +1,19 @@
-"""A plain-text corpus: find its files, read them as documents, split the documents, cache the tokens.
+"""A text corpus: find its files, read them as documents, decide the splits, the token cache.
 
 Splits are by document (a whole work goes to train, validation or test), never by position inside
-a document, so held-out text shares no passage with training text. Each split's token stream is
-``[EOD] doc [EOD] doc ...`` written once to ``<cache_dir>/<key>/<split>.bin`` and memory-mapped
-afterwards; the key hashes the files' names and bytes, the tokenizer and the split, so a second run
-with the same inputs starts at once and any change builds a fresh cache beside the old one.
+a document, so held-out text shares no passage with training text. Three ways, in this order:
+
+- fixed: ``--data.val_path`` / ``--data.test_path`` name the held-out files, ``--data.path`` is
+  training only;
+- dealt: the documents of ``--data.path`` are dealt to the splits by a permutation drawn from the
+  seed (a positive fraction gets at least one document);
+- contiguous: too few documents to deal (one file without blank lines): the token stream itself is
+  cut, its last fractions held out (logged).
+
+Each split's token stream is ``[EOD] doc [EOD] doc ...``, written once under
+``<cache_dir>/<key>/`` (``datamodules/text/cache.py``) and memory-mapped afterwards; the key hashes
+the files' names and bytes, the tokenizer and the split, so a second run with the same inputs starts
+at once and any change builds a fresh cache beside the old one.
 """
 
 from __future__ import annotations
@@ -13,44 +22,57 @@ import glob
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .tokenizer import BPETokenizer, TextTokenizer, load_tokenizer, make_tokenizer
+from .formats import DATASETS_METADATA, SUFFIXES, Piece, Reading, file_format, read_pieces
 
 SPLITS = ("train", "val", "test")
-CACHE_FORMAT = 1  # bump when the layout of a cache folder changes
+CACHE_FORMAT = 2  # bump when the layout of a cache folder changes
 PARAGRAPH = "\n\n"
+ALL_FORMATS = tuple(sorted(set(SUFFIXES.values())))
 
 
-@dataclass(frozen=True)
-class Document:
-    """One document: ``name`` (its file, relative to the corpus root, ``#k`` for the k-th piece
-    of a file cut by a separator) and its text."""
-
-    name: str
-    text: str
-
-
-def find_files(path: str) -> list[Path]:
-    """The files of ``path``: a file, every ``*.txt`` below a folder, or a glob; sorted."""
+def find_files(path: str, option: str = "--data.path", formats: tuple[str, ...] = ("txt",)) -> list[Path]:
+    """The files of ``path``: a file, a ``datasets.save_to_disk`` folder (its Arrow shards), every
+    file of ``formats`` below a folder (all of one format), or a glob; sorted."""
     target = Path(path).expanduser()
     if target.is_file():
         return [target]
     if target.is_dir():
-        files = sorted(p for p in target.rglob("*.txt") if p.is_file())
-        if not files:
-            raise FileNotFoundError(f"TextDataModule: the folder {str(target)!r} (--data.path) holds no .txt file")
-        return files
+        return folder_files(target, option, formats)
     files = sorted(Path(p) for p in glob.glob(os.path.expanduser(path), recursive=True) if Path(p).is_file())
     if not files:
-        raise FileNotFoundError(f"TextDataModule: --data.path {path!r} matches no file; expected a text file, "
-                                "a folder of .txt files or a glob such as 'books/**/*.txt'")
+        raise FileNotFoundError(f"TextDataModule: {option} {path!r} matches no file; expected a file, "
+                                "a folder or a glob such as 'books/**/*.txt'")
+    return files
+
+
+def folder_files(folder: Path, option: str, formats: tuple[str, ...]) -> list[Path]:
+    """The corpus files below ``folder``: see :func:`find_files`."""
+    if (folder / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        raise ValueError(f"TextDataModule: {option} {str(folder)!r} is a saved DatasetDict (splits: "
+                         f"{', '.join(splits)}); give one split's folder, e.g. --data.path {folder}/train "
+                         f"--data.val_path {folder}/validation")
+    if (folder / "state.json").is_file() and "arrow" in formats:
+        state = json.loads((folder / "state.json").read_text())
+        return [folder / f["filename"] for f in state.get("_data_files", [])] or sorted(folder.glob("data-*.arrow"))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in DATASETS_METADATA
+                   and file_format(p) in formats)
+    kinds = sorted({file_format(p) for p in files})
+    if not files:
+        names = ", ".join(f".{k}" for k in formats)
+        raise FileNotFoundError(f"TextDataModule: the folder {str(folder)!r} ({option}) holds no corpus file "
+                                f"({names})")
+    if len(kinds) > 1:
+        raise ValueError(f"TextDataModule: the folder {str(folder)!r} ({option}) mixes {', '.join(kinds)} files; "
+                         f"name one format with a glob, e.g. '{folder}/**/*.{kinds[0]}'")
     return files
 
 
@@ -71,19 +93,37 @@ def corpus_root(files: list[Path]) -> Path:
     return Path(os.path.commonpath(parents))
 
 
-def read_documents(files: list[Path], separator: Optional[str]) -> list[Document]:
-    """One document per file, or per non-blank piece of a file cut at ``separator``."""
-    root = corpus_root(files)
-    documents = []
-    for file in files:
-        name = str(file.resolve().relative_to(root))
-        text = decode_utf8(file, file.read_bytes())
-        pieces = [text] if separator is None else [p for p in text.split(separator) if p.strip()]
-        if separator is None or len(pieces) == 1:
-            documents += [Document(name, p) for p in pieces if p]
-        else:
-            documents += [Document(f"{name}#{k}", p) for k, p in enumerate(pieces)]
-    return documents
+@dataclass(frozen=True)
+class Source:
+    """The files of one ``--data.*`` path and how their documents are read."""
+
+    option: str
+    files: tuple[Path, ...]
+    column: str = "text"
+    separator: Optional[str] = None
+
+    def pieces(self, reading: Reading) -> Iterator[Piece]:
+        """Every document's pieces, file by file, in order."""
+        root = corpus_root(list(self.files))
+        for file in self.files:
+            yield from read_pieces(file, str(file.resolve().relative_to(root)), self.column, self.separator, reading)
+
+    def digest(self) -> bytes:
+        """A hash of the files' names (relative to their root) and bytes, read in blocks."""
+        digest = hashlib.blake2b(digest_size=16)
+        root = corpus_root(list(self.files))
+        for file in self.files:
+            digest.update(str(file.resolve().relative_to(root)).encode() + b"\0")
+            digest.update(file_digest(file))
+        return digest.digest()
+
+
+def file_digest(file: Path) -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(file, "rb") as stream:
+        while block := stream.read(1 << 22):
+            digest.update(block)
+    return digest.digest()
 
 
 def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
@@ -95,84 +135,124 @@ def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int,
     return n - val - test, val, test
 
 
-def split_documents(documents: list[Document], val_fraction: float, test_fraction: float,
-                    seed: int) -> dict[str, list[Document]]:
-    """Documents dealt to train / val / test by a permutation drawn from ``seed``."""
-    n_train, n_val, _ = split_sizes(len(documents), val_fraction, test_fraction)
-    if n_train < 1:
-        raise ValueError(f"TextDataModule: {len(documents)} document(s) cannot be split by document into "
-                         f"train/val/test with val_fraction={val_fraction}, test_fraction={test_fraction}; "
-                         "give more files, or cut files into documents with --data.document_separator")
-    order = np.random.default_rng(seed).permutation(len(documents))
-    dealt = [documents[i] for i in order]
-    parts = {"train": dealt[:n_train], "val": dealt[n_train:n_train + n_val], "test": dealt[n_train + n_val:]}
-    # Name order inside a split: the stream reads works whole and in a stable order.
-    return {split: sorted(docs, key=lambda d: d.name) for split, docs in parts.items()}
+@dataclass
+class Survey:
+    """A first pass over a source: the UTF-8 bytes of each document (in reading order), and the
+    empty records skipped. Memory: 8 bytes per document, never the text."""
 
+    sizes: array = field(default_factory=lambda: array("q"))
+    reading: Reading = field(default_factory=Reading)
 
-def cache_key(files: list[Path], spec: dict) -> str:
-    """A hash of the files' names and bytes and of ``spec`` (tokenizer, split, format)."""
-    digest = hashlib.blake2b(json.dumps({**spec, "format": CACHE_FORMAT}, sort_keys=True).encode(), digest_size=16)
-    root = corpus_root(files)
-    for file in files:
-        digest.update(str(file.resolve().relative_to(root)).encode() + b"\0")
-        digest.update(hashlib.blake2b(file.read_bytes(), digest_size=16).digest())
-    return digest.hexdigest()
+    @classmethod
+    def of(cls, source: Source) -> Survey:
+        survey = cls()
+        for piece in source.pieces(survey.reading):
+            size = len(piece.text.encode("utf-8"))
+            if piece.start:
+                survey.sizes.append(size)
+            else:
+                survey.sizes[-1] += size
+        return survey
 
+    @property
+    def documents(self) -> int:
+        return len(self.sizes)
 
-def token_stream(tokenizer: TextTokenizer, documents: list[Document]) -> np.ndarray:
-    """``[EOD] doc [EOD] doc ...`` as one (n,) array (uint16 for vocabularies up to 65,536)."""
-    texts = [d.text for d in documents]
-    encoded = (tokenizer.encode_batch(texts) if isinstance(tokenizer, BPETokenizer)
-               else [tokenizer.encode(t) for t in texts])
-    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
-    eod = np.array([tokenizer.eod_id], dtype=dtype)
-    parts = []
-    for ids in encoded:
-        parts += [eod, ids.astype(dtype)]
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
-
-def build_cache(folder: Path, splits: dict[str, list[Document]], tokenizer_kind: str, vocab_size: int) -> None:
-    """Train the tokenizer on the training documents, write every split's tokens, then move the
-    finished folder into place (a run killed half-way leaves no half-written cache)."""
-    tokenizer = make_tokenizer(tokenizer_kind, (d.text for d in splits["train"]), vocab_size)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    meta = {"tokenizer": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "splits": {}}
-    for split, documents in splits.items():
-        tokens = token_stream(tokenizer, documents)
-        tokens.tofile(staging / f"{split}.bin")
-        meta["splits"][split] = {"tokens": int(tokens.size), "dtype": tokens.dtype.name,
-                                 "documents": [d.name for d in documents]}
-    tokenizer.save(staging / "tokenizer.json")
-    (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-    try:
-        staging.rename(folder)
-    except OSError:  # another process finished the same cache first: keep theirs
-        shutil.rmtree(staging, ignore_errors=True)
+    @property
+    def bytes(self) -> int:
+        return int(sum(self.sizes))
 
 
 @dataclass(frozen=True)
-class TokenCache:
-    """A finished cache folder: its tokenizer and, per split, the token file, count and dtype."""
+class Plan:
+    """Which split each document goes to. ``mode``: ``fixed`` (``sources`` by split), ``dealt``
+    (``labels[i]``: the split index of the i-th document of ``sources["train"]``) or ``contiguous``
+    (the one stream of ``sources["train"]``, cut at ``fractions``)."""
 
-    folder: Path
-    meta: dict
+    mode: str
+    sources: dict[str, Source]
+    surveys: dict[str, Survey]
+    labels: Optional[np.ndarray] = None
+    fractions: tuple[float, float] = (0.0, 0.0)
 
-    @classmethod
-    def open(cls, folder: Path) -> TokenCache:
-        return cls(folder, json.loads((folder / "meta.json").read_text()))
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.surveys.values())
 
-    def tokenizer(self) -> TextTokenizer:
-        return load_tokenizer(self.folder / "tokenizer.json")
+    def split_bytes(self, split: str) -> int:
+        """UTF-8 bytes of ``split``'s documents (the contiguous mode: its share of the stream)."""
+        if self.mode == "fixed":
+            return self.surveys[split].bytes if split in self.surveys else 0
+        if self.mode == "contiguous":
+            shares = dict(zip(SPLITS, contiguous_shares(self.bytes, *self.fractions)))
+            return shares[split]
+        sizes = np.frombuffer(self.surveys["train"].sizes, dtype=np.int64)
+        return int(sizes[self.labels == SPLITS.index(split)].sum())
 
-    def tokens(self, split: str) -> np.ndarray:
-        """(n,) token ids of ``split``, memory-mapped read-only (nothing is loaded up front)."""
-        info = self.meta["splits"][split]
-        if info["tokens"] == 0:
-            return np.zeros(0, dtype=info["dtype"])
-        return np.memmap(self.folder / f"{split}.bin", dtype=info["dtype"], mode="r", shape=(info["tokens"],))
+    def labelled(self, reading: Reading) -> Iterator[tuple[str, Piece]]:
+        """``(output, piece)`` for every piece: output is the split, or ``stream`` (contiguous)."""
+        if self.mode == "fixed":
+            for split, source in self.sources.items():
+                yield from ((split, p) for p in source.pieces(reading))
+            return
+        if self.mode == "contiguous":
+            yield from (("stream", p) for p in self.sources["train"].pieces(reading))
+            return
+        document = -1
+        for piece in self.sources["train"].pieces(reading):
+            document += piece.start
+            yield SPLITS[self.labels[document]], piece
 
-    def documents(self, split: str) -> list[str]:
-        return self.meta["splits"][split]["documents"]
+    def training_texts(self) -> Iterator[str]:
+        """The training text only, for a tokenizer to learn (contiguous: the first train share)."""
+        budget = self.split_bytes("train") if self.mode == "contiguous" else None
+        for split, piece in self.labelled(Reading()):
+            if budget is not None:
+                if budget <= 0:
+                    return
+                text = piece.text.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+                budget -= len(text.encode("utf-8"))
+                yield text
+            elif split in ("train", "stream"):
+                yield piece.text
+
+
+def contiguous_shares(total: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """``(train, val, test)`` sizes of a stream of ``total`` cut at the fractions (the last ones held out)."""
+    val, test = round(total * val_fraction), round(total * test_fraction)
+    return total - val - test, val, test
+
+
+def deal(documents: int, val_fraction: float, test_fraction: float, seed: int) -> Optional[np.ndarray]:
+    """(documents,) int8 split index (0 train, 1 val, 2 test) by a permutation drawn from ``seed``;
+    None when the documents cannot be dealt (fewer than splits)."""
+    n_train, n_val, _ = split_sizes(documents, val_fraction, test_fraction)
+    if n_train < 1:
+        return None
+    order = np.random.default_rng(seed).permutation(documents)
+    labels = np.zeros(documents, dtype=np.int8)
+    labels[order[n_train:n_train + n_val]] = 1
+    labels[order[n_train + n_val:]] = 2
+    return labels
+
+
+def make_plan(sources: dict[str, Source], val_fraction: float, test_fraction: float, seed: int) -> Plan:
+    """Survey every source, then fix, deal or cut the splits (see the module docstring)."""
+    surveys = {split: Survey.of(source) for split, source in sources.items()}
+    if not any(s.documents for s in surveys.values()):
+        files = sum(len(s.files) for s in sources.values())
+        raise ValueError(f"TextDataModule: the corpus {sources['train'].option} ({files} file(s)) holds no text")
+    if len(sources) > 1:
+        return Plan("fixed", sources, surveys)
+    labels = deal(surveys["train"].documents, val_fraction, test_fraction, seed)
+    if labels is None:
+        return Plan("contiguous", sources, surveys, fractions=(val_fraction, test_fraction))
+    return Plan("dealt", sources, surveys, labels)
+
+
+def cache_key(sources: dict[str, Source], spec: dict) -> str:
+    """A hash of every source's files (names and bytes) and of ``spec`` (tokenizer, split, format)."""
+    digest = hashlib.blake2b(json.dumps({**spec, "format": CACHE_FORMAT}, sort_keys=True).encode(), digest_size=16)
+    for split, source in sorted(sources.items()):
+        digest.update(split.encode() + b"\0" + source.digest())
+    return digest.hexdigest()

@@ -129,10 +129,21 @@ def test_path_may_be_a_file_a_folder_or_a_glob(kind, documents, make_corpus, tmp
     assert "not text" not in everything and len(re.findall(r"<doc \d\d>", everything)) == len(documents)
 
 
-def test_single_file_too_few_paragraphs_raises(tmp_path):
-    (tmp_path / "one.txt").write_text("a single paragraph\nwith no blank line", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"1 document\(s\) cannot be split by document.*document_separator"):
-        data(tmp_path / "one.txt", tmp_path).setup("fit")
+def test_single_file_without_blank_lines_is_cut_contiguously(tmp_path, caplog):
+    """One paragraph cannot be dealt into three splits: the token stream is cut, the last
+    fractions held out, in order, and this is logged (never an error)."""
+    text = "".join(f"line {k} of a novel without a blank line\n" for k in range(100))
+    (tmp_path / "one.txt").write_text(text, encoding="utf-8")
+    dm = data(tmp_path / "one.txt", tmp_path, val_fraction=0.1, test_fraction=0.2)
+    with caplog.at_level("INFO"):
+        dm.setup("fit")
+    assert "cannot be dealt into train/val/test; the token stream is cut" in caplog.text
+    sizes = [dm.cache.meta["splits"][s]["tokens"] for s in ("train", "val", "test")]
+    total = len(text.encode()) + 1  # one end-of-document token
+    assert sizes == [total - round(total * 0.1) - round(total * 0.2), round(total * 0.1), round(total * 0.2)]
+    stream = np.concatenate([dm.cache.tokens(s) for s in ("train", "val", "test")])
+    assert stream[0] == 256 and dm.decode(stream.tolist()) == text
+    assert set(dm.datasets) == {"train", "val", "test"}
 
 
 def write_bad_utf8(tmp_path: Path) -> Path:
@@ -172,7 +183,7 @@ ERRORS = [
     pytest.param(write_empty, ValueError, r"holds no text", id="empty-corpus"),
     pytest.param(write_short, ValueError, r"the \w+ split \(\d document\(s\): s\d\.txt\) holds \d+ tokens, fewer than "
                  r"one window of seq_len \+ 1 = 17", id="shorter-than-a-window"),
-    pytest.param(write_no_txt, FileNotFoundError, r"no_txt' \(--data.path\) holds no \.txt file",
+    pytest.param(write_no_txt, FileNotFoundError, r"no_txt' \(--data.path\) holds no corpus file",
                  id="folder-without-txt"),
     pytest.param(lambda tmp_path: tmp_path / "missing" / "*.txt", FileNotFoundError, r"matches no file", id="no-match"),
 ]
@@ -185,7 +196,7 @@ def test_clear_errors(make_path, error, message, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    pytest.param({"tokenizer": "word"}, r"expected 'byte' or 'bpe'", id="tokenizer"),
+    pytest.param({"tokenizer": "word"}, r"'word': no such file; expected 'byte', 'bpe', or a path", id="tokenizer"),
     pytest.param({"seq_len": 0}, r"seq_len >= 1", id="seq_len"),
     pytest.param({"val_fraction": 1.0}, r"fractions in \[0, 1\)", id="fraction"),
 ])
