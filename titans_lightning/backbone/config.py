@@ -91,6 +91,10 @@ class TitansConfig:
     memory_per_channel_decay: bool = False
     """Per-channel forget gate alpha (the NeurIPS option): one per output row of every memory
     layer instead of one per token; more expressive, slower (a b x b mixing per channel)."""
+    memory_backend: Literal["auto", "torch", "triton"] = "auto"
+    """The memory's chunk step: "torch", "triton" (fused Triton kernels: depth 2, gelu, one decay
+    per token; raises on anything else) or "auto" (Triton on CUDA when it imports and the memory
+    is covered, torch otherwise). See docs/scale-out.md, "GPU kernels (Triton)"."""
     mac_memory_input: Literal["attention", "residual"] = "attention"
     """What MAC writes into its memory and queries it with for the gate: "attention" = the
     attention output y (docs/method.md section 3, literally); "residual" = norm(x) + y, the attention
@@ -153,6 +157,7 @@ class TitansConfig:
         _check_choice("gate", self.gate, ("sigmoid", "silu"))
         _check_choice("mac_memory_input", self.mac_memory_input, ("attention", "residual"))
         _check_choice("memory_activation", self.memory_activation, ("gelu", "silu", "relu"))
+        _check_choice("memory_backend", self.memory_backend, ("auto", "torch", "triton"))
         _check_positive_int("memory_conv_kernel", self.memory_conv_kernel)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TitansConfig.dropout: expected 0 <= dropout < 1, got {self.dropout}")

@@ -46,7 +46,8 @@ def make_memory(cfg: TitansConfig) -> NeuralMemory:
                         memory_depth=cfg.memory_depth, memory_expansion=cfg.memory_expansion,
                         activation=cfg.memory_activation, max_lr=cfg.memory_max_lr,
                         conv_kernel=cfg.memory_conv_kernel, residual_memory=cfg.memory_residual,
-                        memory_norm=cfg.memory_norm, per_channel_decay=cfg.memory_per_channel_decay)
+                        memory_norm=cfg.memory_norm, per_channel_decay=cfg.memory_per_channel_decay,
+                        backend=cfg.memory_backend)
 
 
 def make_attention(cfg: TitansConfig, window: int | None) -> Attention:

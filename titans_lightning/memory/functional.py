@@ -39,6 +39,7 @@ from .grid import Grid
 from .mlp import get_activation
 from .precision import autocast_off
 from .state import FastWeightState
+from .triton_step import select_step
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -61,6 +62,7 @@ def neural_memory(
     output_norm: bool = False,
     checkpoint_segment: int = 0,
     step: Callable[..., tuple[Tensor, ...]] = chunk_step,
+    backend: str = "auto",
 ) -> tuple[Tensor, FastWeightState]:
     """Store every token into the memory and retrieve after each store (docs/method.md section 1.1).
 
@@ -86,6 +88,11 @@ def neural_memory(
             eager `chunk_step` by default, its compiled form from `parallelize.compile_memory`
             (the loop over chunks stays in Python: one small graph, not one per sequence).
             The per-channel path does not use it.
+        backend: "auto", "torch" or "triton": which chunk step runs (`triton_step.select_step`).
+            "torch" runs `step`; "triton" runs the Triton kernels (`triton_step.py`: depth 2, gelu,
+            one decay per token, float32 compute; CUDA tensors, or CPU under TRITON_INTERPRET=1)
+            and raises a ValueError naming what it cannot run; "auto" takes them for CUDA tensors
+            when triton imports, the config is covered and `step` is the default, else torch.
     Returns:
         y: (B, T, o_L) with y_t = M_{W_t}(q_t); the new state (float32, or float64 for float64
         inputs, also under autocast).
@@ -99,6 +106,7 @@ def neural_memory(
         if state is None:
             state = FastWeightState.initial([w.to(dtype) for w in weights])
         decays = _check_decays(decay, state.weights, dtype) if per_channel else [decay.to(dtype)]
+        step = select_step(backend, step, q.device, len(state.weights), activation, per_channel, dtype)
         if q.shape[1] == 0:
             return q.new_zeros(*q.shape[:2], v.shape[-1]), state
         write = torch.ones_like(lr) if mask is None else mask.to(dtype)

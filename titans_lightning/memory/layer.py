@@ -24,6 +24,7 @@ from .functional import neural_memory
 from .mlp import get_activation, mlp_forward
 from .precision import autocast_off
 from .state import FastWeightState
+from .triton_step import BACKENDS
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ class NeuralMemory(nn.Module):
             memory layer gets its own forget gate, sigmoid of a linear map of x_t (slower; see
             `channel.py`). Initialised so that all channels start at the shared value.
         init_decay_bias, init_momentum_bias, init_lr_bias: initial gate logits.
+        backend: the memory's chunk step, "auto", "torch" or "triton" (see `neural_memory`):
+            "auto" runs the Triton kernels on CUDA for the covered config (depth 2, gelu, one
+            decay per token), the torch step otherwise.
 
     Parameters: 3*D*H*d (qkv) + 3*H*d*K (conv) + 3*(D+1)*H (gates) + H*(memory MLP weights)
     + d (norm) + D*H*d + H*d (gate) + H*d*D (out). Memory MLP per head: d*e*d*2 for depth 2.
@@ -111,9 +115,12 @@ class NeuralMemory(nn.Module):
         init_decay_bias: float = -6.0,
         init_momentum_bias: float = 2.0,
         init_lr_bias: float = 0.0,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         get_activation(activation)  # fail early on an unknown name
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if memory_depth < 1:
             raise ValueError(f"memory_depth must be >= 1, got {memory_depth}")
         self.heads, self.dim_head = heads, dim_head or dim // heads
@@ -141,6 +148,7 @@ class NeuralMemory(nn.Module):
         self.checkpoint_segment = 0
         # the chunk step neural_memory calls (eager); parallelize.compile_memory swaps in a compiled one
         self.chunk_step = chunk_step
+        self.backend = backend
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -212,7 +220,7 @@ class NeuralMemory(nn.Module):
         y, fast = neural_memory(
             q, k, target, lr, momentum, decay, state.fast.weights, self.chunk_size,
             self.activation, state.fast, head_mask, self.memory_norm, self.checkpoint_segment,
-            self.chunk_step,
+            self.chunk_step, self.backend,
         )
         if self.residual_memory:
             y = y + q.to(y.dtype)
