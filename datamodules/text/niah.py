@@ -1,4 +1,4 @@
-"""Synthetic single-needle haystacks (RULER S-NIAH style) for long-context evaluation.
+"""Synthetic needle-in-a-haystack data (RULER S-NIAH, MK-NIAH, MV-NIAH) for long-context work.
 
 A sample is one byte-level token sequence of ``L + 1`` tokens (the model reads ``L`` of them)::
 
@@ -12,6 +12,7 @@ number (the pass key), a pronounceable pseudo-word (RULER's word needle) or hex 
 layout. The filler (haystack) is either RULER's repeated noise ("The grass is green. The sky is
 blue. ...") or a random slice of a text corpus (by default the shipped Shakespeare; training draws
 from its first 90% of bytes, evaluation from the last 10%, so no evaluation haystack was trained on).
+``task="multikey"`` / ``"multivalue"`` hide several needles instead (``niah_ruler.py``).
 
 Batch contract, shape legend B batch, T = L, A answer tokens. Training batches follow the text
 DataModule's (``datamodules/text/datamodule.py``), so ``LanguageModelingTask`` trains on them as they are::
@@ -22,197 +23,51 @@ DataModule's (``datamodules/text/datamodule.py``), so ``LanguageModelingTask`` t
 Evaluation batches (one context length per batch) add what exact-match scoring needs::
 
     {"answer": (B, A) int64, "prompt_len": (B,) int64 (L + 1 - A: tokens before the answer),
-     "length": (B,) int64 (L), "depth": (B,) float32 (requested depth), "needle_start": (B,) int64}
+     "length": (B,) int64 (L), "depth": (B,) float32 (requested depth), "needle_start": (B,) int64
+     (first token of the needle at the requested depth)}
 
-Every sample is a pure function of ``(data_seed, split, index)``: loader workers, reruns and
-machines agree without storing anything. This module never imports the model.
+Every sample is a pure function of ``(data_seed, split, index, length)``: loader workers, reruns
+and machines agree without storing anything. Pieces: ``niah_samples.py`` (needles, haystacks, the
+single needle), ``niah_ruler.py`` (multi-key, multi-value), ``niah_batches.py`` (datasets),
+``niah_curriculum.py`` (training length schedules). This package never imports the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
-import numpy as np
-import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader
 
 from ..base import TitansDataModule
-from .corpus import decode_utf8, find_files
+from .niah_batches import SPLIT_IDS, GroupedBatches, NeedleSet, only_item, same_length_groups
+from .niah_curriculum import CURRICULA, Curriculum, CurriculumBatches, GrowSampler, batch_lengths
+from .niah_ruler import TASKS, NeedleSpec, NeedleTaskName
+from .niah_samples import (
+    DEFAULT_NEEDLE_LEN,
+    NOISE,
+    TEMPLATES,
+    Haystack,
+    NeedleKind,
+    NeedleSample,
+    insertion_point,
+    make_sample,
+    needle_value,
+    read_corpus,
+    to_item,
+)
 from .tokenizer import ByteTokenizer, TextTokenizer, open_tokenizer
 
-NeedleKind = Literal["number", "word", "uuid"]
-NOISE = b"The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-#: (needle sentence, question) per needle kind; ``{v}`` is the value, the answer follows the question.
-TEMPLATES: dict[str, tuple[str, str]] = {
-    "number": ("The pass key is {v}. Remember it. {v} is the pass key. ",
-               "\nWhat is the pass key? The pass key is "),
-    "word": ("The magic word is {v}. Remember it. {v} is the magic word. ",
-             "\nWhat is the magic word? The magic word is "),
-    "uuid": ("The special magic uuid is {v}. Remember it. {v} is the special magic uuid. ",
-             "\nWhat is the special magic uuid? The special magic uuid is "),
-}
-DEFAULT_NEEDLE_LEN = {"number": 5, "word": 6, "uuid": 8}
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+__all__ = ["NOISE", "SPLIT_IDS", "TEMPLATES", "GroupedBatches", "Haystack", "NeedleDataModule", "NeedleSample",
+           "NeedleSet", "NeedleSpec", "insertion_point", "make_sample", "needle_value", "only_item",
+           "same_length_groups", "to_item"]
 TRAIN_SHARE = 0.9  # of a text haystack's bytes; evaluation haystacks come from the rest
-CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
-
-
-def needle_value(kind: str, length: int, rng: np.random.Generator) -> str:
-    """A random needle: ``length`` digits, letters of a consonant-vowel pseudo-word, or hex
-    digits with a dash after the 8th, 12th, 16th and 20th (a full uuid at 32)."""
-    if kind == "number":
-        return "".join(str(d) for d in rng.integers(0, 10, length))
-    if kind == "word":
-        return "".join((CONSONANTS, VOWELS)[i % 2][int(rng.integers(0, (14, 5)[i % 2]))] for i in range(length))
-    if kind == "uuid":
-        digits = "".join("0123456789abcdef"[d] for d in rng.integers(0, 16, length))
-        return "-".join(digits[a:b] for a, b in zip((0, 8, 12, 16, 20), (8, 12, 16, 20, length)) if a < length)
-    raise ValueError(f"needle: expected one of {list(TEMPLATES)}, got {kind!r}")
-
-
-def boundaries(filler: np.ndarray) -> np.ndarray:
-    """Sorted offsets where a needle may start: 0, the end, after every newline and every '. '."""
-    after_newline = np.flatnonzero(filler == ord("\n")) + 1
-    after_stop = np.flatnonzero((filler[:-1] == ord(".")) & (filler[1:] == ord(" "))) + 2
-    return np.unique(np.concatenate(([0, filler.size], after_newline, after_stop)))
-
-
-def insertion_point(filler: np.ndarray, depth: float) -> int:
-    """The boundary of ``filler`` nearest to ``depth * len(filler)`` (ties go to the earlier)."""
-    points = boundaries(filler)
-    return int(points[np.argmin(np.abs(points - depth * filler.size))])
-
-
-@dataclass(frozen=True)
-class NeedleSample:
-    """One haystack: ``tokens`` (L + 1,) int64, the answer's first token index ``prompt_len``
-    (= L + 1 - A), the needle's first token index ``needle_start``, and its text ``answer``."""
-
-    tokens: np.ndarray
-    prompt_len: int
-    needle_start: int
-    answer: str
-
-
-class Haystack:
-    """Filler bytes: RULER's repeated noise (``corpus=None``) or slices of a (n,) uint8 corpus."""
-
-    def __init__(self, corpus: Optional[np.ndarray] = None) -> None:
-        self.corpus = corpus
-
-    def filler(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        """(size,) uint8 filler starting at a random offset of the noise or corpus."""
-        if self.corpus is None:
-            period = np.frombuffer(NOISE, dtype=np.uint8)
-            start = int(rng.integers(0, period.size))
-            return np.resize(np.roll(period, -start), size)
-        start = int(rng.integers(0, self.corpus.size - size + 1))
-        return self.corpus[start:start + size]
-
-
-def make_sample(haystack: Haystack, length: int, depth: float, kind: str, needle_len: int,
-                rng: np.random.Generator, eod: int) -> NeedleSample:
-    """A sample of ``length + 1`` tokens with the needle at ``depth`` of the filler."""
-    value = needle_value(kind, needle_len, rng)
-    needle_text, question_text = TEMPLATES[kind]
-    needle = np.frombuffer(needle_text.format(v=value).encode(), dtype=np.uint8)
-    question = np.frombuffer(question_text.encode(), dtype=np.uint8)
-    answer = np.frombuffer(value.encode(), dtype=np.uint8)
-    size = length - needle.size - question.size - answer.size  # L + 1 tokens, one of them EOD
-    if size < 0:
-        raise ValueError(f"NeedleDataModule: a context of {length} tokens cannot hold the {kind} needle, question and "
-                         f"answer ({length - size} tokens); use lengths >= {length - size}")
-    filler = haystack.filler(size, rng)
-    p = insertion_point(filler, depth)
-    tokens = np.concatenate(([eod], filler[:p], needle, filler[p:], question, answer)).astype(np.int64)
-    return NeedleSample(tokens, tokens.size - answer.size, 1 + p, value)
-
-
-def to_item(sample: NeedleSample) -> dict[str, torch.Tensor]:
-    """The training fields of one sample (see the module's batch contract)."""
-    tokens = torch.from_numpy(sample.tokens)
-    target = tokens[1:]
-    loss_mask = torch.zeros(target.shape[0], dtype=torch.bool)
-    loss_mask[sample.prompt_len - 1:] = True  # target j is token j + 1
-    return {"input": tokens[:-1], "target": target, "target_bytes": torch.ones_like(target), "loss_mask": loss_mask}
-
-
-class NeedleSet(Dataset):
-    """Samples of one split; ``cells`` lists ``(length, depth)`` per sample, where a depth of
-    ``None`` is drawn uniformly in [0, 1] (training)."""
-
-    def __init__(self, haystack: Haystack, cells: list[tuple[int, Optional[float]]], kind: str, needle_len: int,
-                 seed: int, split: str, with_answer: bool) -> None:
-        self.haystack, self.cells, self.kind, self.needle_len = haystack, cells, kind, needle_len
-        self.seed, self.split, self.with_answer = seed, split, with_answer
-        self.eod = ByteTokenizer.eod_id
-
-    def __len__(self) -> int:
-        return len(self.cells)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng((self.seed, SPLIT_IDS[self.split], index))
-        length, depth = self.cells[index]
-        depth = float(rng.random()) if depth is None else depth
-        sample = make_sample(self.haystack, length, depth, self.kind, self.needle_len, rng, self.eod)
-        item = to_item(sample)
-        if self.with_answer:
-            item.update(answer=torch.from_numpy(sample.tokens[sample.prompt_len:]),
-                        prompt_len=torch.tensor(sample.prompt_len), length=torch.tensor(length),
-                        depth=torch.tensor(depth, dtype=torch.float32), needle_start=torch.tensor(sample.needle_start))
-        return item
-
-
-def same_length_groups(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Runs of at most ``batch_size`` consecutive indices that share a context length."""
-    groups: list[list[int]] = []
-    for index, length in enumerate(lengths):
-        if not groups or len(groups[-1]) == batch_size or lengths[groups[-1][0]] != length:
-            groups.append([])
-        groups[-1].append(index)
-    return groups
-
-
-def only_item(items: list[Any]) -> Any:
-    """Collate of a loader whose items are whole batches (one item per loader batch)."""
-    return items[0]
-
-
-class GroupedBatches(Dataset):
-    """Whole batches of ``samples`` as items (one context length each), for a loader that takes one
-    item per batch. ``full_only`` keeps only batches of ``batch_size`` samples (training: an
-    incomplete group is dropped). Under data parallelism Lightning deals these items out to the
-    ranks (its distributed sampler repeats a few to even the ranks out, as for any evaluation set)."""
-
-    def __init__(self, samples: NeedleSet, batch_size: int, full_only: bool = False) -> None:
-        self.samples = samples
-        groups = same_length_groups([n for n, _ in samples.cells], batch_size)
-        self.groups = [g for g in groups if len(g) == batch_size] if full_only else groups
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return default_collate([self.samples[i] for i in self.groups[index]])
-
-
-def read_corpus(path: str) -> np.ndarray:
-    """(n,) uint8 bytes of every file of ``path`` (a file, folder or glob, as the text
-    DataModule finds them), joined by newlines; each file must be UTF-8."""
-    parts = []
-    for file in find_files(path):
-        data = file.read_bytes()
-        decode_utf8(file, data)  # raises naming the file, byte and line
-        parts.append(np.frombuffer(data + b"\n", dtype=np.uint8))
-    return np.concatenate(parts)
 
 
 class NeedleDataModule(TitansDataModule):
-    """Needle-in-a-haystack samples: training at one context length (or a cycle of lengths, one per
-    batch) with uniform random depths, evaluation on a grid of context lengths x needle depths (the
-    S-NIAH accuracy table).
+    """Needle-in-a-haystack samples: training at one context length (or a schedule of lengths, one
+    per batch) with uniform random depths, evaluation on a grid of context lengths x needle depths
+    (the NIAH accuracy table); the test grid may reach 1M tokens with fewer samples per cell.
 
     Args:
         needle: ``number`` (the pass key), ``word`` (a pseudo-word) or ``uuid`` (hex digits).
@@ -220,16 +75,29 @@ class NeedleDataModule(TitansDataModule):
         haystack: ``noise`` (RULER's repeated sentences, as in its S-NIAH pass-key task) or
             ``text`` (random slices of ``haystack_path``).
         haystack_path: a UTF-8 file, folder of ``.txt`` files or glob; used when haystack is text.
-        train_length: tokens the model reads per training sample (bytes; one more is stored). A
-            list trains on each of its lengths in turn, one length per batch (batch i has length
-            ``train_length[i % len]``; repeat a length to weight it): needles then sit at many
-            distances from the question, not only those one length allows.
+        train_length: tokens the model reads per training sample (bytes; one more is stored). A list
+            is a schedule, as ``train_lengths``.
         train_samples: training samples per epoch (each a fresh haystack, needle and depth).
-        eval_lengths: context lengths of the validation and test grids (tokens read).
+        eval_lengths: context lengths of the validation grid (and of the test grid unless
+            ``test_lengths``).
         depths: needle depths of the grids, in [0, 1] (0 = first, 1 = right before the question).
         samples_per_cell: samples per (length, depth) cell of each grid.
         eval_batch_size: samples per evaluation batch (one length per batch); None = batch_size.
         data_seed: seeds every sample (validation and test draw from separate streams).
+        task: ``single`` (one needle, S-NIAH), ``multikey`` (MK-NIAH: ``num_needles`` needles with
+            distinct keys, one asked) or ``multivalue`` (MV-NIAH: ``num_values`` values of one key,
+            all asked; the answer is the values in the order they stand, joined by ", ").
+        num_needles: needles of a multikey haystack, the asked one included (RULER's num_needle_k).
+        num_values: values (needles) of a multivalue haystack.
+        train_lengths: training lengths of a schedule set by ``curriculum``; when given, it replaces
+            ``train_length`` (so a recipe's ``train_length`` yields to ``--data.train_lengths``).
+        curriculum: ``cycle`` (batch i has length ``lengths[i % n]``), ``mix`` (each batch draws one
+            length uniformly) or ``grow`` (equal stages of ``curriculum_steps`` optimizer steps, one
+            length each, in list order): see ``niah_curriculum.py``.
+        curriculum_steps: steps the ``grow`` stages divide; None = the trainer's ``max_steps``.
+        test_lengths: context lengths of the test grid (e.g. 1K to 1M); None = ``eval_lengths``.
+        test_samples_per_cell: samples per test cell: one count for every length, or a list with
+            one count per test length (fewer at the long end); None = ``samples_per_cell``.
         batch_size, num_workers, seed, pin_memory, shuffle: see :class:`TitansDataModule`.
     """
 
@@ -246,19 +114,37 @@ class NeedleDataModule(TitansDataModule):
         samples_per_cell: int = 8,
         eval_batch_size: Optional[int] = None,
         data_seed: int = 0,
+        task: NeedleTaskName = "single",
+        num_needles: int = 4,
+        num_values: int = 4,
+        train_lengths: Optional[Sequence[int]] = None,
+        curriculum: Curriculum = "cycle",
+        curriculum_steps: Optional[int] = None,
+        test_lengths: Optional[Sequence[int]] = None,
+        test_samples_per_cell: Optional[Union[int, Sequence[int]]] = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.needle, self.haystack_kind, self.haystack_path = needle, haystack, haystack_path
         self.needle_len = DEFAULT_NEEDLE_LEN.get(needle, 1) if needle_len is None else needle_len
-        cycle = train_length if isinstance(train_length, Sequence) else [train_length]
-        self.train_lengths = [int(n) for n in cycle]
-        self.train_length, self.train_samples = train_length, train_samples
+        self.spec = NeedleSpec(task, needle, self.needle_len, num_needles, num_values)
+        schedule = train_length if train_lengths is None else train_lengths
+        self.train_lengths = [int(n) for n in (schedule if isinstance(schedule, Sequence) else [schedule])]
+        self.train_length, self.train_samples = schedule, train_samples
+        self.curriculum, self.curriculum_steps = curriculum, curriculum_steps
         self.eval_lengths, self.depths = [int(n) for n in eval_lengths], [float(d) for d in depths]
+        self.test_lengths = self.eval_lengths if test_lengths is None else [int(n) for n in test_lengths]
+        counts = samples_per_cell if test_samples_per_cell is None else test_samples_per_cell
+        counts = counts if isinstance(counts, Sequence) else [counts] * len(self.test_lengths)
+        self.test_samples = [int(c) for c in counts]  # per test length
         self.samples_per_cell, self.data_seed = samples_per_cell, data_seed
         self.eval_batch_size = self.batch_size if eval_batch_size is None else eval_batch_size
         self.tokenizer = ByteTokenizer()
         self.validate()
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
 
     def validate(self) -> None:
         """Raise on any argument outside its range, naming it (nothing is silently changed)."""
@@ -267,69 +153,129 @@ class NeedleDataModule(TitansDataModule):
             raise ValueError(f"{name}.needle: expected one of {list(TEMPLATES)}, got {self.needle!r}")
         if self.haystack_kind not in ("noise", "text"):
             raise ValueError(f"{name}.haystack: expected 'noise' or 'text', got {self.haystack_kind!r}")
+        for field, allowed in (("task", TASKS), ("curriculum", CURRICULA)):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"{name}.{field}: expected one of {list(allowed)}, got {getattr(self, field)!r}")
         for field in ("needle_len", "train_samples", "samples_per_cell", "eval_batch_size"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{name}.{field}: expected >= 1, got {getattr(self, field)}")
+        for field in ("num_needles", "num_values"):
+            if getattr(self.spec, field) < 1:
+                raise ValueError(f"{name}.{field}: expected >= 1, got {getattr(self.spec, field)}")
+        if self.curriculum_steps is not None and self.curriculum_steps < 1:
+            raise ValueError(f"{name}.curriculum_steps: expected >= 1 or None, got {self.curriculum_steps}")
         if not self.train_lengths or not self.eval_lengths or not self.depths:
             raise ValueError(f"{name}: train_length, eval_lengths and depths must each hold at least one value")
+        if not self.test_lengths:
+            raise ValueError(f"{name}.test_lengths: expected at least one length, or None (= eval_lengths)")
+        if len(self.test_samples) != len(self.test_lengths) or min(self.test_samples) < 1:
+            raise ValueError(f"{name}.test_samples_per_cell: expected a count >= 1, or one per test length "
+                             f"({len(self.test_lengths)}), got {self.test_samples}")
         if self.train_samples < self.batch_size:
             raise ValueError(f"{name}.train_samples: expected >= batch_size ({self.batch_size}), "
                              f"got {self.train_samples}")
         bad = [d for d in self.depths if not 0.0 <= d <= 1.0]
         if bad:
             raise ValueError(f"{name}.depths: expected values in [0, 1], got {bad}")
+        self.validate_lengths()
+
+    def validate_lengths(self) -> None:
         shortest = self.min_length()
-        short = [n for n in [*self.train_lengths, *self.eval_lengths] if n < shortest]
+        short = [n for n in [*self.train_lengths, *self.eval_lengths, *self.test_lengths] if n < shortest]
         if short:
-            raise ValueError(f"{name}: lengths {short} cannot hold the {self.needle} needle, question and answer; "
-                             f"train_length and eval_lengths must be >= {shortest}")
+            raise ValueError(f"{type(self).__name__}: lengths {sorted(set(short))} cannot hold the "
+                             f"{self.spec.describe()}, question and answer; train_length(s), eval_lengths and "
+                             f"test_lengths must be >= {shortest}")
 
     def min_length(self) -> int:
-        """The shortest context that holds the needle, question and answer with no filler."""
-        value = needle_value(self.needle, self.needle_len, np.random.default_rng(0))
-        needle, question = TEMPLATES[self.needle]
-        return len(needle.format(v=value)) + len(question) + len(value)
+        """The shortest context that holds the needles, question and answer with no filler."""
+        return self.spec.min_length()
 
     @property
     def data_sizes(self) -> dict[str, int]:
         """``{"vocab_size": 257}``: UTF-8 bytes and the end-of-document token."""
         return {"vocab_size": self.tokenizer.vocab_size}
 
-    def haystacks(self) -> tuple[Haystack, Haystack]:
-        """``(training, evaluation)`` filler: the noise twice, or disjoint byte ranges of the corpus."""
+    def haystacks(self, stage: Optional[str] = None) -> tuple[Haystack, Haystack]:
+        """``(training, evaluation)`` filler: the noise twice, or disjoint byte ranges of the corpus,
+        each checked to hold the longest context that ``stage`` reads (None: every stage)."""
         if self.haystack_kind == "noise":
             return Haystack(), Haystack()
         corpus = read_corpus(self.haystack_path)
         cut = int(corpus.size * TRAIN_SHARE)
-        longest = max(*self.train_lengths, *self.eval_lengths)
-        if corpus.size - cut < longest:
-            raise ValueError(f"NeedleDataModule.haystack_path {self.haystack_path!r}: {corpus.size} bytes; its last "
-                             f"{1 - TRAIN_SHARE:.0%} ({corpus.size - cut} bytes) must hold the longest context "
-                             f"({longest} tokens); give more text or shorter lengths")
+        train = self.train_lengths if stage in (None, "fit") else []
+        held_out = [*(self.eval_lengths if stage in (None, "fit", "validate") else []),
+                    *(self.test_lengths if stage in (None, "test") else [])]
+        for part, size, lengths in (("first", cut, train), ("last", corpus.size - cut, held_out)):
+            if lengths and size < max(lengths):
+                share = TRAIN_SHARE if part == "first" else 1 - TRAIN_SHARE
+                raise ValueError(f"NeedleDataModule.haystack_path {self.haystack_path!r}: {corpus.size} bytes; its "
+                                 f"{part} {share:.0%} ({size} bytes) must hold the longest context ({max(lengths)} "
+                                 "tokens); give more text or shorter lengths")
         return Haystack(corpus[:cut]), Haystack(corpus[cut:])
 
     def eval_cells(self) -> list[tuple[int, float]]:
-        """``(length, depth)`` of every evaluation sample, grouped by length then depth."""
+        """``(length, depth)`` of every validation sample, grouped by length then depth."""
         return [(n, d) for n in self.eval_lengths for d in self.depths for _ in range(self.samples_per_cell)]
 
+    def test_cells(self) -> list[tuple[int, float]]:
+        """``(length, depth)`` of every test sample: ``test_samples_per_cell`` per cell, grouped by
+        length then depth."""
+        return [(n, d) for n, count in zip(self.test_lengths, self.test_samples) for d in self.depths
+                for _ in range(count)]
+
     def train_cells(self) -> list[tuple[int, None]]:
-        """``(length, None)`` of every training sample: ``batch_size`` consecutive samples share a
-        length, the lengths cycling batch by batch (depths are drawn per sample)."""
-        cycle = self.train_lengths
-        return [(cycle[(i // self.batch_size) % len(cycle)], None) for i in range(self.train_samples)]
+        """``(length, None)`` of every training sample under ``cycle`` or ``mix``: ``batch_size``
+        consecutive samples share a length (depths are drawn per sample)."""
+        num_batches = -(-self.train_samples // self.batch_size)
+        lengths = batch_lengths(self.train_lengths, self.curriculum, num_batches, self.data_seed)
+        return [(lengths[i // self.batch_size], None) for i in range(self.train_samples)]
 
     def setup(self, stage: str) -> None:
-        """``datasets``: whole batches (:class:`GroupedBatches`, their samples in ``.samples``):
-        training batches of one length each, in an order shuffled per epoch (an incomplete last
-        batch is dropped; under data parallelism each rank draws its own batches); evaluation
-        batches of one context length each, the grid in order (short contexts first)."""
-        train, held_out = self.haystacks()
-        common = dict(kind=self.needle, needle_len=self.needle_len, seed=self.data_seed)
-        train_samples = NeedleSet(train, self.train_cells(), split="train", with_answer=False, **common)
-        self.datasets = {"train": GroupedBatches(train_samples, self.batch_size, full_only=True)}
-        for split in ("val", "test"):
-            samples = NeedleSet(held_out, self.eval_cells(), split=split, with_answer=True, **common)
+        """``datasets``: whole batches (:class:`GroupedBatches`, their samples in ``.samples``;
+        :class:`CurriculumBatches` for ``grow``): training batches of one length each, in an order
+        shuffled per epoch (an incomplete last batch is dropped; under data parallelism each rank
+        draws its own batches); evaluation batches of one context length each, the grid in order
+        (short contexts first)."""
+        train, held_out = self.haystacks(stage)
+        common = dict(spec=self.spec, seed=self.data_seed)
+        if self.curriculum == "grow":
+            cells = [(self.train_lengths[0], None)] * self.train_samples  # the length is the step's
+            samples = NeedleSet(train, cells, split="train", with_answer=False, **common)
+            self.datasets = {"train": CurriculumBatches(samples, self.train_lengths, self.batch_size)}
+        else:
+            samples = NeedleSet(train, self.train_cells(), split="train", with_answer=False, **common)
+            self.datasets = {"train": GroupedBatches(samples, self.batch_size, full_only=True)}
+        for split, cells in (("val", self.eval_cells()), ("test", self.test_cells())):
+            samples = NeedleSet(held_out, cells, split=split, with_answer=True, **common)
             self.datasets[split] = GroupedBatches(samples, self.eval_batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        """The base's loader, but for ``grow``: a :class:`GrowSampler` that reads the trainer's step."""
+        if self.curriculum != "grow":
+            return super().train_dataloader()
+        batches = self.datasets["train"]
+        ranks = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
+        sampler = GrowSampler(batches, self.grow_steps(), self.progress, num_replicas=ranks.get("num_replicas", 1),
+                              rank=ranks.get("rank", 0), shuffle=self.shuffle, seed=self.seed)
+        return DataLoader(batches, batch_size=1, sampler=sampler, collate_fn=only_item, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+
+    def grow_steps(self) -> int:
+        """Optimizer steps the ``grow`` stages divide: ``curriculum_steps``, else ``trainer.max_steps``."""
+        if self.curriculum_steps is not None:
+            return self.curriculum_steps
+        max_steps = self.trainer.max_steps if self.trainer is not None else -1
+        if max_steps is None or max_steps < 1:
+            raise ValueError("NeedleDataModule.curriculum_steps: grow needs the number of steps its stages divide; "
+                             "set curriculum_steps or trainer.max_steps")
+        return max_steps
+
+    def progress(self) -> tuple[int, int]:
+        """``(optimizer steps done, accumulate_grad_batches)`` of the trainer; (0, 1) without one."""
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_step, self.trainer.accumulate_grad_batches
 
     def collate(self, split: str) -> Callable[[list[Any]], Any]:
         return only_item  # each item is a whole batch already
@@ -346,3 +292,4 @@ class NeedleDataModule(TitansDataModule):
         """``"byte"`` (this module's tokenizer) or a tokenizer file, as ``TextDataModule.load_tokenizer``:
         ``titans-stream`` reads a needle run's tokenizer through the data class its ``config.yaml`` names."""
         return open_tokenizer(source)
+

@@ -9,15 +9,21 @@ answer tokens (optionally plus a share of the ordinary next-token loss) and eval
 long context is used: the haystack is read ``eval_chunk`` tokens at a time through the backbone's
 state, then the answer is decoded greedily, one token per step, and scored by exact match. No
 evaluation forward ever holds more than ``eval_chunk`` tokens, so memory stays flat with length
-(for all variants but the transformer, whose cache grows).
+(for all variants but the transformer, whose cache grows). The same holds for every needle task
+of the DataModule (single, multi-key, multi-value: the answer tokens are whatever the sample asks,
+a multi-value answer its whole list). :class:`NeedleAccuracy` also records the seconds each
+(length, depth) cell took to evaluate.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Sequence
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
@@ -50,10 +56,12 @@ def exact_match(generated: Tensor, answer: Tensor) -> Tensor:
 
 
 class NeedleAccuracy(Metric):
-    """Exact-match accuracy overall and by (context length, needle depth) cell.
+    """Exact-match accuracy overall and by (context length, needle depth) cell, and the seconds
+    each cell took to evaluate.
 
-    Keeps one record per sample (length, depth, correct), so the grid need not be known in
-    advance; ``compute()`` is the overall accuracy and :meth:`table` the grid.
+    Keeps one record per sample (length, depth, correct, seconds), so the grid need not be known
+    in advance; ``compute()`` is the overall accuracy, :meth:`table` the grid and
+    :meth:`seconds_table` the time per cell.
     """
 
     higher_is_better = True
@@ -61,33 +69,44 @@ class NeedleAccuracy(Metric):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        for name in ("lengths", "depths", "correct"):
+        for name in ("lengths", "depths", "correct", "seconds"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, correct: Tensor, lengths: Tensor, depths: Tensor) -> None:
-        """correct: (B,) bool; lengths: (B,) int; depths: (B,) float."""
+    def update(self, correct: Tensor, lengths: Tensor, depths: Tensor, seconds: Optional[Tensor] = None) -> None:
+        """correct: (B,) bool; lengths: (B,) int; depths: (B,) float; seconds: (B,) float spent on
+        each sample (None = 0)."""
         self.correct.append(correct.float())
         self.lengths.append(lengths.long())
         self.depths.append(depths.float())
+        self.seconds.append(torch.zeros_like(depths, dtype=torch.float32) if seconds is None else seconds.float())
 
     def compute(self) -> Tensor:
         return dim_zero_cat(self.correct).mean() if self.correct else torch.tensor(float("nan"))
 
+    def cell_sums(self) -> tuple[list[int], list[float], Tensor, Tensor, Tensor]:
+        """``(lengths, depths, hits (L, D), counts (L, D), seconds (L, D))`` summed per cell over
+        every record (synced across processes)."""
+        with self.sync_context(should_unsync=True):
+            if not self.correct:
+                return [], [], torch.zeros(0, 0), torch.zeros(0, 0), torch.zeros(0, 0)
+            records = (self.correct, self.lengths, self.depths, self.seconds)
+            correct, lengths, depths, seconds = (dim_zero_cat(x).cpu() for x in records)
+        rows, row = lengths.unique(sorted=True, return_inverse=True)
+        cols, col = (depths * 1e4).round().unique(sorted=True, return_inverse=True)
+        cell, shape = row * cols.numel() + col, (rows.numel(), cols.numel())
+        hits, counts, spent = (torch.zeros(shape).view(-1).index_add_(0, cell, x).view(shape)
+                               for x in (correct, torch.ones_like(correct), seconds))
+        return rows.tolist(), (cols / 1e4).tolist(), hits, counts, spent
+
     def table(self) -> tuple[list[int], list[float], Tensor, Tensor]:
         """``(lengths, depths, accuracy (L, D), counts (L, D))`` over every record (synced
         across processes); a cell without samples has accuracy NaN."""
-        with self.sync_context(should_unsync=True):
-            if not self.correct:
-                return [], [], torch.zeros(0, 0), torch.zeros(0, 0)
-            correct, lengths, depths = (dim_zero_cat(x).cpu() for x in (self.correct, self.lengths, self.depths))
-        rows, row = lengths.unique(sorted=True, return_inverse=True)
-        cols, col = (depths * 1e4).round().unique(sorted=True, return_inverse=True)
-        cell = row * cols.numel() + col
-        counts = torch.zeros(rows.numel() * cols.numel()).index_add_(0, cell, torch.ones_like(correct))
-        hits = torch.zeros_like(counts).index_add_(0, cell, correct)
-        accuracy = hits / counts.masked_fill(counts == 0, float("nan"))
-        shape = (rows.numel(), cols.numel())
-        return rows.tolist(), (cols / 1e4).tolist(), accuracy.view(shape), counts.view(shape)
+        lengths, depths, hits, counts, _ = self.cell_sums()
+        return lengths, depths, hits / counts.masked_fill(counts == 0, float("nan")), counts
+
+    def seconds_table(self) -> Tensor:
+        """(L, D) seconds spent evaluating each cell of :meth:`table`'s grid."""
+        return self.cell_sums()[4]
 
 
 def format_table(lengths: list[int], depths: list[float], accuracy: Tensor) -> str:
@@ -97,6 +116,33 @@ def format_table(lengths: list[int], depths: list[float], accuracy: Tensor) -> s
     rows = [f"| {n:,} | " + " | ".join(f"{100 * a:.1f}" for a in acc.tolist()) + f" | {100 * acc.nanmean():.1f} |"
             for n, acc in zip(lengths, accuracy)]
     return "\n".join([head, rule, *rows])
+
+
+def samples_per_cell(counts: Tensor) -> str:
+    """The sample count of a row's cells: one number when they agree, else each, by depth."""
+    values = sorted({int(c) for c in counts.tolist()})
+    return str(values[0]) if len(values) == 1 else "/".join(str(int(c)) for c in counts.tolist())
+
+
+def seconds_text(seconds: float) -> str:
+    """Seconds to two decimals below 10, whole above."""
+    return f"{seconds:.2f}" if seconds < 10 else f"{seconds:.0f}"
+
+
+def format_timed_table(lengths: list[int], depths: list[float], accuracy: Tensor, counts: Tensor, seconds: Tensor,
+                       not_run: Sequence[int] = ()) -> str:
+    """A markdown table: per context length the samples per cell, then per depth ``exact match %
+    (seconds to evaluate the cell)``, the row's mean accuracy and its seconds; a length of
+    ``not_run`` gets a row of ``not run (memory)``."""
+    head = ("| length | samples per cell | " + " | ".join(f"depth {d:g}" for d in depths)
+            + " | mean | seconds |")
+    rows = {n: f"| {n:,} | {samples_per_cell(c)} | "
+               + " | ".join(f"{100 * a:.1f} ({seconds_text(t)} s)" for a, t in zip(acc.tolist(), sec.tolist()))
+               + f" | {100 * acc.nanmean():.1f} | {seconds_text(float(sec.sum()))} |"
+            for n, acc, c, sec in zip(lengths, accuracy, counts, seconds)}
+    skipped = " | ".join(["not run (memory)"] * len(depths))
+    rows.update({n: f"| {n:,} | - | {skipped} | - | - |" for n in not_run if n not in rows})
+    return "\n".join([head, "|---:|---:|" + "---:|" * (len(depths) + 2), *(rows[n] for n in sorted(rows))])
 
 
 class NeedleTask(LanguageModelingTask):
@@ -109,6 +155,12 @@ class NeedleTask(LanguageModelingTask):
         context_loss_weight: weight of the ordinary next-token loss over every token, added to the
             loss on the answer tokens (0 = answer tokens only).
         eval_chunk: tokens per backbone call while reading an evaluation haystack.
+        activation_checkpointing, compile: see :class:`TitansTask`.
+        tbptt_segment: truncated backpropagation through time: training reads a sequence in
+            segments of this many tokens, the backbone state carried from one to the next and
+            detached there, so no gradient crosses a segment boundary (the loss's value is the full
+            forward's). Every segment's activations are still kept until the step's backward.
+            None = one call over the whole sequence.
 
     Logged: ``train/loss``; ``val/loss`` (answer tokens, teacher-forced through the streaming
     state), ``val/needle_acc`` (exact match, the checkpoint monitor) and
@@ -132,20 +184,35 @@ class NeedleTask(LanguageModelingTask):
         eval_chunk: int = 1024,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        tbptt_segment: Optional[int] = None,
     ) -> None:
         super().__init__(backbone, optimizer, lr_scheduler, data_sizes, tie_weights, max_new_tokens, temperature, top_k,
                          activation_checkpointing, compile)
-        if context_loss_weight < 0 or eval_chunk < 1:
-            raise ValueError(f"NeedleTask: expected context_loss_weight >= 0 and eval_chunk >= 1, got "
-                             f"{context_loss_weight} and {eval_chunk}")
-        self.context_loss_weight, self.eval_chunk = context_loss_weight, eval_chunk
+        if context_loss_weight < 0 or eval_chunk < 1 or (tbptt_segment is not None and tbptt_segment < 1):
+            raise ValueError(f"NeedleTask: expected context_loss_weight >= 0, eval_chunk >= 1 and tbptt_segment >= 1 "
+                             f"or None, got {context_loss_weight}, {eval_chunk} and {tbptt_segment}")
+        self.context_loss_weight, self.eval_chunk, self.tbptt_segment = context_loss_weight, eval_chunk, tbptt_segment
+
+    def hidden_states(self, x: Tensor) -> Tensor:
+        """(B, T, D) backbone output of embeddings x (B, T, D): one call, or ``tbptt_segment``
+        tokens at a time with the state detached between segments (truncated backpropagation)."""
+        if self.tbptt_segment is None:
+            return self.backbone(x)[0]
+        pieces, state = [], None
+        for start in range(0, x.shape[1], self.tbptt_segment):
+            hidden, state = self.backbone(x[:, start:start + self.tbptt_segment], state)
+            pieces.append(hidden)
+            state = state.detach()  # the cut: later segments see the state's value, not its graph
+        return torch.cat(pieces, 1)
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Mean cross-entropy over the answer tokens (``loss_mask``), plus ``context_loss_weight``
         times the mean over every token; outputs = (logits (B, T, V), per-token nll (B, T))."""
         if "loss_mask" not in batch:
             raise KeyError("NeedleTask: the batch has no 'loss_mask' (expected the needle DataModule's batches)")
-        _, (logits, nll) = super().compute_loss(batch)
+        logits = self.head.logits(self.hidden_states(self.head.embed(batch["input"]))).float()  # fp32 softmax
+        target = batch["target"]
+        nll = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
         mask = batch["loss_mask"]
         loss = (nll * mask).sum() / mask.sum().clamp_min(1)
         if self.context_loss_weight:
@@ -170,14 +237,23 @@ class NeedleTask(LanguageModelingTask):
         self.evaluate_needles(batch, "test")
 
     def evaluate_needles(self, batch: dict[str, Tensor], stage: str) -> None:
+        start = time.perf_counter()
         generated, nll = self.answer(batch)
+        if generated.is_cuda:  # the kernels are asynchronous: time them to their end
+            torch.cuda.synchronize(generated.device)
+        seconds = torch.full_like(batch["depth"], (time.perf_counter() - start) / generated.shape[0])
         correct = exact_match(generated, batch["answer"])
-        self.metrics[stage]["needle_acc"].update(correct, batch["length"], batch["depth"])
+        self.metrics[stage]["needle_acc"].update(correct, batch["length"], batch["depth"], seconds)
         self.log(f"{stage}/loss", nll.mean(), prog_bar=True, sync_dist=True, batch_size=nll.shape[0])
 
     def needle_table(self, stage: str) -> tuple[list[int], list[float], Tensor, Tensor]:
         """The accuracy grid of the latest ``stage`` evaluation (see :meth:`NeedleAccuracy.table`)."""
         return self.metrics[stage]["needle_acc"].table()
+
+    def needle_seconds(self, stage: str) -> Tensor:
+        """(L, D) seconds per cell of :meth:`needle_table`'s grid (the greedy answer's reading and
+        decoding; a batch's time is shared equally by its samples)."""
+        return self.metrics[stage]["needle_acc"].seconds_table()
 
     # The grid is reset when an evaluation starts (not by Lightning at its end), so callbacks can
     # read the finished grid in their own epoch-end hooks, whatever order the hooks run in.
@@ -206,8 +282,9 @@ class NeedleTask(LanguageModelingTask):
 class NeedleHeatmap(FigureLogger):
     """After each validation (and after ``titans test``), a heatmap of exact-match accuracy by
     context length (rows) and needle depth (columns), saved as ``figures/needle_<stage>-stepN.png``
-    (and to W&B), with the same grid as a markdown table ``figures/needle_<stage>-stepN.md``,
-    which is also printed."""
+    (and to W&B), with the same grid as a markdown table ``figures/needle_<stage>-stepN.md`` and,
+    with the samples and seconds per cell, ``figures/needle_<stage>-stepN-time.md``, which is
+    also printed."""
 
     def make_figures(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         return self.figures(pl_module, "val", trainer.global_step)
@@ -218,16 +295,17 @@ class NeedleHeatmap(FigureLogger):
                 self.save_png(name, figure, trainer.global_step)
 
     def figures(self, pl_module: LightningModule, stage: str, step: int) -> dict[str, Any]:
-        lengths, depths, accuracy, _ = pl_module.needle_table(stage)
+        lengths, depths, accuracy, counts = pl_module.needle_table(stage)
         if not lengths:
             return {}
-        table = format_table(lengths, depths, accuracy)
+        timed = format_timed_table(lengths, depths, accuracy, counts, pl_module.needle_seconds(stage))
         folder = os.path.join(self.run_dir or ".", "figures")
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, f"needle_{stage}-step{step}.md"), "w") as f:
-            f.write(table + "\n")
-        rank_zero_info(f"needle accuracy ({stage}, step {step}, %):\n{table}")
-        return {f"needle_{stage}": heatmap(lengths, depths, accuracy, f"S-NIAH exact match ({stage}, step {step})")}
+        for suffix, table in (("", format_table(lengths, depths, accuracy)), ("-time", timed)):
+            with open(os.path.join(folder, f"needle_{stage}-step{step}{suffix}.md"), "w") as f:
+                f.write(table + "\n")
+        rank_zero_info(f"needle accuracy ({stage}, step {step}, % (seconds per cell)):\n{timed}")
+        return {f"needle_{stage}": heatmap(lengths, depths, accuracy, f"NIAH exact match ({stage}, step {step})")}
 
 
 def heatmap(lengths: list[int], depths: list[float], accuracy: Tensor, title: str):
