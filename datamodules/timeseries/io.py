@@ -248,8 +248,33 @@ def regular_step(column: pl.Series) -> Optional[object]:
     return steps.mode().sort()[0]
 
 
+def calendar_stride(column: pl.Series) -> Optional[tuple[int, bool]]:
+    """``(k, month_end)`` when the timestamps step by k calendar months (monthly k = 1, quarterly
+    3, yearly 12): every step the same number of months, and every timestamp on the same day of
+    the month at the same time, or every one a month's last day (``month_end``). None otherwise
+    (integer steps, hours, days, weeks, irregular data): such axes step by a fixed ``timedelta``."""
+    if column.dtype not in (pl.Date, pl.Datetime) or column.len() < 2:
+        return None
+    months = (column.dt.year().cast(pl.Int64) * 12 + column.dt.month().cast(pl.Int64)).diff().drop_nulls()
+    if months.n_unique() != 1 or months[0] < 1:
+        return None
+    month_end = bool((column.dt.date() == column.dt.month_end().dt.date()).all())
+    moment = column.dt.day() if column.dtype == pl.Date else column.dt.strftime("%d %H:%M:%S%.f")
+    same_day = moment.n_unique() == 1
+    return (int(months[0]), month_end) if same_day or month_end else None
+
+
 def continued_times(column: pl.Series, count: int) -> list:
-    """The ``count`` timestamps after the column's last, at its most common step (``regular_step``)."""
+    """The ``count`` timestamps after the column's last: by calendar months for monthly,
+    quarterly or yearly data (``calendar_stride``: 2019-09-01 is followed by 2019-10-01, a month
+    end by the next month's end), else at the most common step (``regular_step``)."""
+    stride = calendar_stride(column)
+    if stride is not None:
+        months, month_end = stride
+        frame = pl.DataFrame({"last": pl.Series([column[-1]] * count, dtype=column.dtype),
+                              "by": [f"{months * k}mo" for k in range(1, count + 1)]})
+        times = frame.select(pl.col("last").dt.offset_by(pl.col("by"))).to_series()
+        return (times.dt.month_end() if month_end else times).to_list()
     step = regular_step(column)
     if step is None:
         raise ValueError("cannot continue the time axis of a single row: its step is unknown")
