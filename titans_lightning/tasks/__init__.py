@@ -3,6 +3,7 @@
 
 from .base import Task, TitansTask
 from .dna import DNAClassificationTask, DNAPretrainTask
+from .forecast_baselines import SeasonalNaiveTask
 from .forecasting import DLinearTask, ForecastFigure, ForecastingTask, ForecastWriter
 from .lm import LanguageModelingTask
 from .recsys import NextItemTask, PopularityTask, RecommendationWriter
@@ -24,4 +25,5 @@ __all__ = [
     "NextItemTask",
     "PopularityTask",
     "RecommendationWriter",
+    "SeasonalNaiveTask",
 ]
