@@ -25,6 +25,8 @@ from typing import Any, Optional
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .sampling import LengthGroupedSampler
+
 Collate = Callable[[list[Any]], Any]
 #: what each split is loaded for (named in the error for a split a DataModule lacks)
 SPLIT_USES = {"train": "training", "val": "validation", "test": "testing", "predict": "prediction"}
@@ -40,19 +42,27 @@ class TitansDataModule(LightningDataModule):
         pin_memory: page-locked host memory for faster host-to-GPU copies.
         shuffle: shuffle the training samples every epoch (evaluation and prediction keep
             their order).
+        group_by_length: shuffle into batches of samples of similar length
+            (:class:`datamodules.sampling.LengthGroupedSampler`), so that batches padded to their
+            longest sample carry little padding; needs ``shuffle`` and a training dataset with a
+            ``lengths`` attribute ((N,) ints).
     """
 
     def __init__(self, batch_size: int = 32, num_workers: int = 0, seed: int = 0, pin_memory: bool = False,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, group_by_length: bool = False) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"{type(self).__name__}: expected batch_size >= 1 and num_workers >= 0, "
                              f"got {batch_size} and {num_workers}")
+        if group_by_length and not shuffle:
+            raise ValueError(f"{type(self).__name__}: group_by_length groups the shuffled training order; "
+                             f"it needs shuffle true (got shuffle false)")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
         self.pin_memory = pin_memory
         self.shuffle = shuffle
+        self.group_by_length = group_by_length
         #: split name -> dataset, filled by the subclass's ``setup``; the loaders read it.
         self.datasets: dict[str, Dataset] = {}
 
@@ -88,6 +98,14 @@ class TitansDataModule(LightningDataModule):
     def batch_size_of(self, split: str) -> int:
         """Samples per batch of ``split``'s loader. Default: ``batch_size`` for every split."""
         return self.batch_size
+
+    def lengths_of(self, dataset: Dataset):
+        """(N,) sample lengths of ``dataset`` for ``group_by_length``: its ``lengths`` attribute."""
+        lengths = getattr(dataset, "lengths", None)
+        if lengths is None:
+            raise ValueError(f"{type(self).__name__}: group_by_length needs the training dataset to give each "
+                             f"sample's length as a `lengths` attribute; {type(dataset).__name__} has none")
+        return lengths
 
     # ---- the loaders -------------------------------------------------------------------------
 
@@ -132,14 +150,20 @@ class TitansDataModule(LightningDataModule):
         the number of processes: two processes with ``batch_size`` b see what one process with
         2b sees. (Left to Lightning, one process would shuffle with a ``RandomSampler`` and several
         with its ``DistributedSampler``: different orders.) Without shuffling, Lightning
-        distributes the loader itself. The split loaders keep every sample (no ``drop_last``):
+        distributes the loader itself. With ``group_by_length``, the shuffled order is grouped into
+        batches of alike lengths (:class:`datamodules.sampling.LengthGroupedSampler`), dealt out the
+        same way. The split loaders keep every sample (no ``drop_last``):
         a last, smaller batch still counts, in evaluation above all.
         """
         sampler = None
         if shuffle:
             ranks = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
-            sampler = DistributedSampler(dataset, num_replicas=ranks.get("num_replicas", 1),
-                                         rank=ranks.get("rank", 0), shuffle=True, seed=self.seed)
+            world, rank = ranks.get("num_replicas", 1), ranks.get("rank", 0)
+            if self.group_by_length:
+                sampler = LengthGroupedSampler(self.lengths_of(dataset), batch_size or self.batch_size, world, rank,
+                                               self.seed)
+            else:
+                sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
         return DataLoader(
             dataset,
             batch_size=batch_size or self.batch_size,

@@ -79,6 +79,8 @@ class TrainingWindows(Dataset):
     def __init__(self, log: InteractionLog, max_len: int, windows: Literal["all", "last"]) -> None:
         self.items = log.items
         self.ranges = training_windows(log.offsets, max_len, windows)
+        #: (W,) input positions of each window (for ``group_by_length``)
+        self.lengths = self.ranges[:, 1] - self.ranges[:, 0] - 1
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -146,7 +148,9 @@ class InteractionDataModule(TitansDataModule):
         train_windows: ``"all"`` cuts each training sequence into windows covering every item;
             ``"last"`` keeps only the most recent window per user (SASRec).
         eval_batch_size: users per validation/test/predict batch (default: ``batch_size``).
-        **kwargs: ``batch_size``, ``num_workers``, ``seed``, ``pin_memory``, ``shuffle`` of the base.
+        **kwargs: ``batch_size``, ``num_workers``, ``seed``, ``pin_memory``, ``shuffle``,
+            ``group_by_length`` of the base (grouping training windows by length cuts the padded
+            positions a model computes several-fold on short-history data such as Amazon's).
 
     ``data_sizes`` is ``{"num_items": N}``; real item ids are 1..N, 0 is padding.
     ``vocabulary`` gives the original user and item ids (for writing recommendations).
