@@ -52,10 +52,13 @@ class NextItemHead(nn.Module):
 
     def scores(self, hidden: Tensor) -> Tensor:
         """(..., D) hidden states -> (..., N + 1) scores of every item; column 0 (padding) is -inf."""
-        scores = hidden @ self.embedding.weight.t()
-        if self.bias is not None:
-            scores = scores + self.bias
-        return scores.index_fill(-1, torch.zeros(1, dtype=torch.long, device=scores.device), float("-inf"))
+        weight = self.embedding.weight
+        bias = self.bias if self.bias is not None else weight.new_zeros(weight.shape[0])
+        # padding's -inf goes into the (N + 1,) bias, added inside the product: one pass over the
+        # (..., N + 1) table (a separate add and fill each cost as much as the product on CPU)
+        bias = bias.index_fill(0, torch.zeros(1, dtype=torch.long, device=bias.device), float("-inf"))
+        flat = torch.addmm(bias.to(hidden.dtype), hidden.reshape(-1, hidden.shape[-1]), weight.t().to(hidden.dtype))
+        return flat.view(*hidden.shape[:-1], weight.shape[0])
 
     def sampled_logits(self, hidden: Tensor, targets: Tensor, negatives: Tensor) -> Tensor:
         """Logits of the target and M shared negatives (sampled softmax; the target is class 0).

@@ -218,6 +218,8 @@ class ChunkStep(torch.autograd.Function):
         new_WS = _chunk_end(WS, h, delta, beta[:, -1, None, None], f[:, -1, None, None],
                             G[:, -1, :, None], m_end[:, None, None], m_mix[..., None])
         ctx.activation, ctx.L, ctx.output_norm, ctx.separate_ref = activation, L, output_norm, bool(R_given)
+        # an output nobody used (the last chunk's WS' in training) gets None, not zeros: its stage is skipped
+        ctx.set_materialize_grads(False)
         # h_{l+1} = s(z_l), a_{l+1} = s(u_l), a h^T and delta R are recomputed in backward: less memory held
         ctx.save_for_backward(v, beta, f, G, m_end, m_mix, k, q, *WS, *R_given, *z, *delta, *u)
         return (layer_norm(u[-1]) if output_norm else u[-1], *new_WS)
