@@ -25,7 +25,7 @@ from typing import Any, Optional
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .sampling import LengthGroupedSampler
+from .sampling import BatchedSamples, LengthGroupedSampler
 
 Collate = Callable[[list[Any]], Any]
 #: what each split is loaded for (named in the error for a split a DataModule lacks)
@@ -44,8 +44,9 @@ class TitansDataModule(LightningDataModule):
             their order).
         group_by_length: shuffle into batches of samples of similar length
             (:class:`datamodules.sampling.LengthGroupedSampler`), so that batches padded to their
-            longest sample carry little padding; needs ``shuffle`` and a training dataset with a
-            ``lengths`` attribute ((N,) ints).
+            longest sample carry little padding, each holding about as many positions as a
+            random batch of ``batch_size`` (so ``batch_size`` is then the average); needs
+            ``shuffle`` and a training dataset with a ``lengths`` attribute ((N,) ints).
     """
 
     def __init__(self, batch_size: int = 32, num_workers: int = 0, seed: int = 0, pin_memory: bool = False,
@@ -151,22 +152,24 @@ class TitansDataModule(LightningDataModule):
         2b sees. (Left to Lightning, one process would shuffle with a ``RandomSampler`` and several
         with its ``DistributedSampler``: different orders.) Without shuffling, Lightning
         distributes the loader itself. With ``group_by_length``, the shuffled order is grouped into
-        batches of alike lengths (:class:`datamodules.sampling.LengthGroupedSampler`), dealt out the
-        same way. The split loaders keep every sample (no ``drop_last``):
-        a last, smaller batch still counts, in evaluation above all.
+        batches of alike lengths and about equal positions
+        (:class:`datamodules.sampling.LengthGroupedSampler`), dealt out the same way. The split
+        loaders keep every sample (no ``drop_last``): a last, smaller batch still counts, in
+        evaluation above all.
         """
         sampler = None
         if shuffle:
             ranks = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
             world, rank = ranks.get("num_replicas", 1), ranks.get("rank", 0)
-            if self.group_by_length:
+            if self.group_by_length:  # the sampler yields whole batches: no auto-batching
                 sampler = LengthGroupedSampler(self.lengths_of(dataset), batch_size or self.batch_size, world, rank,
                                                self.seed)
+                dataset, batch_size = BatchedSamples(dataset), None
             else:
                 sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
         return DataLoader(
             dataset,
-            batch_size=batch_size or self.batch_size,
+            batch_size=None if isinstance(dataset, BatchedSamples) else batch_size or self.batch_size,
             sampler=sampler,
             drop_last=drop_last,
             collate_fn=collate_fn,
