@@ -105,3 +105,15 @@ def test_recsys_training_windows_grouped_on_amazon_beauty():
     assert real == int(windows.lengths.sum()) and rows == len(windows)
     assert steps == len(loader) == -(-len(windows) // 128)
     assert real / computed > 0.9  # random batches of 128: 13% real positions
+
+
+def test_grouped_batches_train_under_ddp_on_two_processes(tmp_path):
+    """The grouped loader through Lightning's DDP (two gloo processes): Lightning keeps the sampler
+    (a DistributedSampler) and each rank trains on its share of every global batch."""
+    from external_domain.runs import QUIET, newest_version, read_metrics, run_subprocess, series
+
+    run_subprocess(["fit", "-c", "recipes/recsys/debug.yaml", "-c", "recipes/trainer/ddp.yaml",
+                    "--data.group_by_length", "true", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                    "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1", "--trainer.limit_val_batches", "1",
+                    "--trainer.val_check_interval", "3", "--trainer.default_root_dir", str(tmp_path), *QUIET])
+    assert sorted(series(read_metrics(newest_version(tmp_path / "csv")), "train/loss")) == [0, 1, 2]
