@@ -7,7 +7,9 @@ Split (leave-one-out, as in SASRec and RecBole): a user's last item is the test 
 second-to-last the validation target, the rest is training. Training windows cover the training
 items: a window of ``max_len + 1`` items gives inputs ``w[:-1]`` and next-item targets ``w[1:]``.
 Validation reads the training items and predicts the validation item; test reads the training
-and validation items and predicts the test item; predict reads everything.
+and validation items and predicts the test item; predict reads everything. Validation and test
+batches hold users of alike history lengths (users sorted by length: little padding, the same
+metrics); predict keeps the log's user order.
 
 Batches are dicts of tensors (item id 0 = padding):
 
@@ -98,18 +100,24 @@ class TrainingWindows(Dataset):
 class UserHistories(Dataset):
     """One example per user: the history before the split's target, and the target.
 
-    Item ``u`` is ``(u, history, seen, target)`` with ``seen`` every item before the target,
-    ``history`` its last ``max_len`` items and ``target`` 0 for ``predict``.
+    Item ``i`` is ``(u, history, seen, target)`` for user ``u = order[i]``, with ``seen`` every
+    item before the target, ``history`` its last ``max_len`` items and ``target`` 0 for
+    ``predict``. ``by_length``: users in order of history length (batches padded to their longest
+    history then carry little padding; metrics are means over users, so the order changes none),
+    else in user order (``predict``: recommendations are written in the log's user order).
     """
 
-    def __init__(self, log: InteractionLog, max_len: int, split: Split) -> None:
+    def __init__(self, log: InteractionLog, max_len: int, split: Split, by_length: bool = False) -> None:
         self.items, self.offsets, self.max_len = log.items, log.offsets, max_len
         self.held_out = HELD_OUT[split]
+        lengths = np.minimum(np.diff(self.offsets) - self.held_out, max_len)
+        self.order = np.argsort(lengths, kind="stable") if by_length else np.arange(len(lengths))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def __getitem__(self, user: int) -> tuple[int, np.ndarray, np.ndarray, int]:
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray, np.ndarray, int]:
+        user = int(self.order[index])
         start, stop = self.offsets[user], self.offsets[user + 1] - self.held_out
         seen = self.items[start:stop]
         target = int(self.items[stop]) if self.held_out else 0
@@ -201,7 +209,8 @@ class InteractionDataModule(TitansDataModule):
 
     def setup(self, stage: str) -> None:
         self.datasets = {"train": TrainingWindows(self.interactions, self.max_len, self.train_windows)}
-        self.datasets.update({split: UserHistories(self.interactions, self.max_len, split) for split in HELD_OUT})
+        self.datasets.update({split: UserHistories(self.interactions, self.max_len, split, by_length=split != "predict")
+                              for split in HELD_OUT})
 
     def collate(self, split: str) -> Callable[[list], dict[str, Tensor]]:
         """Training windows padded to the longest; evaluation adds what full ranking needs."""

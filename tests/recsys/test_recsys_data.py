@@ -33,13 +33,15 @@ def original(dm, ids):
 def test_leave_one_out_split(datamodule):
     dm = datamodule(max_len=10)
     val, test = next(iter(dm.val_dataloader())), next(iter(dm.test_dataloader()))
-    assert original(dm, val["target"]) == [16, 22] and original(dm, test["target"]) == [17, 23]
-    assert original(dm, val["items"][0]) == [11, 12, 13, 14, 15]  # padded to the longest history
-    assert original(dm, val["items"][1]) == [21, 0, 0, 0, 0]
-    assert original(dm, test["items"][0]) == [11, 12, 13, 14, 15, 16]
-    assert val["lengths"].tolist() == [5, 1] and test["lengths"].tolist() == [6, 2]
-    predict = next(iter(dm.predict_dataloader()))
-    assert "target" not in predict and predict["lengths"].tolist() == [7, 3]
+    # evaluation batches hold users by history length (user 2's is the shorter)
+    assert val["user"].tolist() == test["user"].tolist() == [1, 0]
+    assert original(dm, val["target"]) == [22, 16] and original(dm, test["target"]) == [23, 17]
+    assert original(dm, val["items"][1]) == [11, 12, 13, 14, 15]  # padded to the longest history
+    assert original(dm, val["items"][0]) == [21, 0, 0, 0, 0]
+    assert original(dm, test["items"][1]) == [11, 12, 13, 14, 15, 16]
+    assert val["lengths"].tolist() == [1, 5] and test["lengths"].tolist() == [2, 6]
+    predict = next(iter(dm.predict_dataloader()))  # predict keeps the log's user order
+    assert "target" not in predict and predict["lengths"].tolist() == [7, 3] and predict["user"].tolist() == [0, 1]
     # training never sees a validation or test item
     train = next(iter(dm.train_dataloader()))
     seen = set(original(dm, train["items"].flatten())) | set(original(dm, train["targets"].flatten()))
@@ -49,9 +51,22 @@ def test_leave_one_out_split(datamodule):
 def test_max_len_keeps_the_most_recent_items_but_seen_keeps_all(datamodule):
     dm = datamodule(max_len=3)
     test = next(iter(dm.test_dataloader()))
-    assert original(dm, test["items"][0]) == [14, 15, 16]
-    assert sorted(original(dm, test["seen"][0])) == [11, 12, 13, 14, 15, 16]
-    assert test["mask"].tolist() == [[True, True, True], [True, True, False]]
+    assert original(dm, test["items"][1]) == [14, 15, 16]
+    assert sorted(original(dm, test["seen"][1])) == [11, 12, 13, 14, 15, 16]
+    assert test["mask"].tolist() == [[True, True, False], [True, True, True]]
+
+
+def test_evaluation_users_by_history_length_every_user_once():
+    dm = InteractionDataModule(path="data/recsys/Beauty.txt", format="sequences", user_column="user",
+                               item_column="item", timestamp_column=None, eval_batch_size=512)
+    dm.setup("fit")
+    users, lengths, real, computed = [], [], 0, 0
+    for batch in dm.val_dataloader():
+        users += batch["user"].tolist()
+        lengths += batch["lengths"].tolist()
+        real, computed = real + int(batch["mask"].sum()), computed + batch["mask"].numel()
+    assert sorted(users) == list(range(22363)) and lengths == sorted(lengths)
+    assert real / computed > 0.9
 
 
 TRAINING_WINDOWS = [  # (training items, max_len, windows, expected [start, stop) ranges)
