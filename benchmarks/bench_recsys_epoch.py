@@ -11,6 +11,10 @@ interleaved (A B C ... A B C ...) for ``--rounds`` rounds. Printed per order and
 seconds per step, the estimated epoch (that times the epoch's batch count), and the ratio to the
 first model's epoch (median of per-round ratios). Pads are computed as in training (batches are
 padded to their longest window).
+
+``--eval``: also one whole validation pass (every user scored against every item, no gradient) per
+model, users in user order (``random``) and sorted by history length (``grouped``, what the
+DataModule does), models interleaved.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -74,6 +79,26 @@ def step_seconds(task: NextItemTask, optimizer: torch.optim.Optimizer, batches: 
     return sum(times) / len(times)
 
 
+def validation_seconds(task: NextItemTask, batches: list[dict]) -> float:
+    """Seconds to score every validation user (the full ranking's scores, no gradient)."""
+    task.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in batches:
+            task.item_scores(batch)
+    task.train()
+    return time.perf_counter() - start
+
+
+def validation_batches(data_args: dict, by_length: bool) -> list[dict]:
+    data = InteractionDataModule(**data_args)
+    data.setup("fit")
+    histories = data.datasets["val"]
+    if not by_length:
+        histories.order = np.arange(len(histories))
+    return list(data.val_dataloader())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="beauty")
@@ -82,6 +107,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval", action="store_true", help="also time a validation pass per model")
     args = parser.parse_args()
     specs = {m: recipe(args.dataset, m) for m in args.models}
     data_args = specs[args.models[0]]["data"]["init_args"]
@@ -102,6 +128,16 @@ def main() -> None:
             ratio = statistics.median(r[m] / r[args.models[0]] for r in rounds)
             print(f"| {order} | {m} | {real:.0%} | {seconds:.4f} | {seconds * per_epoch:.0f} | {ratio:.2f}x |",
                   flush=True)
+    if args.eval:
+        num_items = InteractionDataModule(**data_args).data_sizes["num_items"]
+        models = {m: build(specs[m], num_items, args.seed)[0] for m in args.models}
+        print("\n| validation users | model | real positions | seconds per pass |\n|---|---|---|---|")
+        for order in args.orders:
+            batches = validation_batches(data_args, order == "grouped")
+            real = sum(int(b["mask"].sum()) for b in batches) / sum(b["mask"].numel() for b in batches)
+            for m in args.models:
+                print(f"| {'by length' if order == 'grouped' else 'user order'} | {m} | {real:.0%} | "
+                      f"{validation_seconds(models[m], batches):.1f} |", flush=True)
 
 
 if __name__ == "__main__":
