@@ -20,6 +20,10 @@ from titans_lightning.parallelize import checkpoint_blocks, compile_backbone, co
 
 T = 19  # debug size: five chunks of 4 (the last one ragged), three MAC segments of 8
 RTOL = 1e-5  # float32: ||compiled - eager|| / ||eager||, per tensor
+# gradients: eager's first memory chunk takes the shared-M_0 products (memory/shared_start.py, autograd),
+# the compiled checkpointed one the hand-written step: the same formulas summed in another order
+# (their float64 agreement is tests/memory/test_shared_start.py's)
+GRAD_RTOL = 3e-5
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -52,7 +56,7 @@ def test_compiled_equals_eager_forward_and_backward(variant):
     assert relative_error(h_compiled, h) < RTOL
     for (name, _), g, g_compiled in zip(eager.named_parameters(), grads, grads_compiled):
         assert g.abs().sum() > 0, name
-        assert relative_error(g_compiled, g) < RTOL, name
+        assert relative_error(g_compiled, g) < GRAD_RTOL, name
     assert compiled.state_dict().keys() == eager.state_dict().keys()
     memories = [m for m in compiled.modules() if isinstance(m, NeuralMemory)]
     assert len(memories) == (eager.config.depth if variant in MEMORY_VARIANTS else 0)
@@ -86,7 +90,7 @@ def test_compiled_step_inside_checkpointed_memory_segments():
         "the segments' backward ran no compiled step"
     assert relative_error(h_compiled, h) < RTOL
     for (name, _), g, g_compiled in zip(eager.named_parameters(), grads, grads_compiled):
-        assert relative_error(g_compiled, g) < RTOL, name
+        assert relative_error(g_compiled, g) < GRAD_RTOL, name
 
 
 @torch.no_grad()

@@ -40,12 +40,13 @@ class TitansState:
 
 
 def _tensors(obj: Any):
-    """Every tensor inside nested dataclasses, tuples, lists and dicts."""
+    """Every tensor inside nested dataclasses, tuples, lists and dicts (but fields marked as parameters)."""
     if isinstance(obj, Tensor):
         yield obj
     elif dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
-            yield from _tensors(getattr(obj, f.name))
+            if not f.metadata.get("parameters"):  # a reference to the model's parameters is not state
+                yield from _tensors(getattr(obj, f.name))
     elif isinstance(obj, (tuple, list)):
         for item in obj:
             yield from _tensors(item)

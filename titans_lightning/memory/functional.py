@@ -38,8 +38,9 @@ from .gates import chunk_gates
 from .grid import Grid
 from .mlp import get_activation
 from .precision import autocast_off
+from .shared_start import shared_start_chunk
 from .state import FastWeightState
-from .triton_step import select_step
+from .triton_step import select_step, triton_chunk_step
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -145,8 +146,11 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
     # per chunk: q, k, v (N, C, b, i/o), beta, f (N, C, b), G (N, C, b, b), m_end (N, C), m_mix (N, C, b)
     grids = (grid(q), grid(k), grid(v), gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix)
     L, last = len(state.weights), grid.chunks - 1  # the last chunk runs alone: its start is the next call's reference
+    segmented = checkpoint_segment > 0 and torch.is_grad_enabled() and last > 0
+    if state.shared and state.position == 0 and step is not triton_chunk_step and not segmented:
+        return _run_chunks_from_shared(grids, state, grid, T, activation, output_norm, step)
     WS, ref = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)], grid.ref
-    if checkpoint_segment > 0 and torch.is_grad_enabled() and last > 0:
+    if segmented:
         ys, WS, last_chunk = _run_segments(grids, WS, ref, checkpoint_segment, step, activation, output_norm)
         ref = ()
     else:
@@ -164,6 +168,23 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
     halves = [(ws[..., : ws.shape[-1] // 2], ws[..., ws.shape[-1] // 2 :]) for ws in WS_last]
     W, S = tuple(h[0] for h in halves), tuple(h[1] for h in halves)
     return grid.ungrid(ys, T), FastWeightState(W, S, ref_out, state.position + T)
+
+
+def _run_chunks_from_shared(grids, state: FastWeightState, grid: Grid, T: int, activation: str, output_norm: bool,
+                            step: Callable[..., tuple[Tensor, ...]]):
+    """``_run_chunks`` (a torch step, no segments) for a state still at its initial weights: the
+    first chunk takes one product per head (``shared_start.py``), the others ``step``."""
+    L, dtype = len(state.weights), state.weights[0].dtype
+    chunks = [x.unbind(1) for x in grids]
+    y, *WS = shared_start_chunk(activation, L, output_norm, *(x[0] for x in chunks),
+                                [w.to(dtype) for w in state.shared])
+    ys, start = [y], state.weights  # start: the weights the last chunk began from
+    for c in range(1, grid.chunks):
+        start = tuple(ws[..., : ws.shape[-1] // 2] for ws in WS)
+        y, *WS = step(activation, L, output_norm, *(x[c] for x in chunks), *WS)
+        ys.append(y)
+    W, S = tuple(ws[..., : ws.shape[-1] // 2] for ws in WS), tuple(ws[..., ws.shape[-1] // 2 :] for ws in WS)
+    return grid.ungrid(ys, T), FastWeightState(W, S, tuple(start), state.position + T)
 
 
 def _run_segments(grids, WS, ref, segment, step, activation, output_norm):

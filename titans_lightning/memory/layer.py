@@ -23,6 +23,7 @@ from .chunk import chunk_step
 from .functional import neural_memory
 from .mlp import get_activation, mlp_forward
 from .precision import autocast_off
+from .shared_start import shared_mlp_forward
 from .state import FastWeightState
 from .triton_step import BACKENDS
 
@@ -168,6 +169,7 @@ class NeuralMemory(nn.Module):
         """The state before any token: W = M_0 (per sequence and head), S = 0, empty conv."""
         # real copies per (sequence, head), ordered b * H + h like `_heads`: (N, o, i)
         fast = FastWeightState.initial(w.repeat(batch_size, 1, 1) for w in self.memory_init)
+        fast = replace(fast, shared=tuple(self.memory_init))  # one product per head in the first chunk
         inner = self.heads * self.dim_head
         device = device or self.conv_weight.device
         conv = torch.zeros(batch_size, self.conv_kernel - 1, 3 * inner, device=device)
@@ -245,7 +247,11 @@ class NeuralMemory(nn.Module):
         q = F.normalize(self._heads(F.silu(proj)), dim=-1)
         weights = state.fast.weights
         with autocast_off(x.device):
-            y = mlp_forward(weights, q.to(weights[0].dtype), self.activation, self.memory_norm)
+            if state.fast.shared and state.fast.position == 0:  # every memory still at M_0
+                shared = [w.to(weights[0].dtype) for w in state.fast.shared]
+                y = shared_mlp_forward(shared, q.to(weights[0].dtype), self.activation, self.memory_norm)
+            else:
+                y = mlp_forward(weights, q.to(weights[0].dtype), self.activation, self.memory_norm)
         if self.residual_memory:
             y = y + q.to(y.dtype)
         return self._output(y.to(x.dtype), x), replace(state, read_conv=read_conv)

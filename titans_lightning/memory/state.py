@@ -7,7 +7,7 @@ valid snapshot (MAC retrieves with the memory as it was before a segment).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -23,12 +23,17 @@ class FastWeightState:
         ref_weights: weights at the start of the current chunk (`W_ref`): every gradient of the
             chunk is taken there, so a stream cut mid-chunk needs them to continue exactly.
         position: number of tokens consumed; chunk boundaries sit at multiples of chunk_size.
+        shared: for a state still at its initial weights, those weights per head, (H, o_l, i_l)
+            per layer (``weights`` being their copies per sequence): the first chunk then takes
+            one product per head (``shared_start.py``). Empty for every other state.
     """
 
     weights: tuple[Tensor, ...]
     momentum: tuple[Tensor, ...]
     ref_weights: tuple[Tensor, ...]
     position: int = 0
+    # the model's own parameters, not state: counted by no numel (metadata read by backbone._tensors)
+    shared: tuple[Tensor, ...] = field(default=(), metadata={"parameters": True})
 
     @classmethod
     def initial(cls, weights: Sequence[Tensor]) -> FastWeightState:
@@ -43,6 +48,7 @@ class FastWeightState:
             tuple(s.detach() for s in self.momentum),
             tuple(r.detach() for r in self.ref_weights),
             self.position,
+            tuple(w.detach() for w in self.shared),
         )
 
     def numel(self) -> int:
