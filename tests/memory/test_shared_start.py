@@ -13,7 +13,7 @@ from titans_lightning.memory import NeuralMemory
 from titans_lightning.memory.chunk import chunk_step
 from titans_lightning.memory.shared_start import shared_start_chunk
 
-torch.set_default_dtype(torch.float64)
+F64 = torch.float64
 
 
 def close(a, b, tol=1e-10):
@@ -26,13 +26,14 @@ def test_shared_first_chunk_equals_the_chunk_step(output_norm, activation):
     torch.manual_seed(0)
     B, H, b, d, e = 3, 2, 5, 4, 2
     N = B * H
-    M0 = [(torch.randn(H, e * d, d) * 0.5).requires_grad_(), (torch.randn(H, d, e * d) * 0.5).requires_grad_()]
-    q, k, v = (torch.randn(N, b, d).requires_grad_() for _ in range(3))
-    beta, f, m_mix = (torch.rand(N, b).requires_grad_() for _ in range(3))
-    G = (torch.rand(N, b, b).tril() * 0.3).requires_grad_()
-    m_end = torch.rand(N).requires_grad_()
+    M0 = [(torch.randn(H, e * d, d, dtype=F64) * 0.5).requires_grad_(),
+          (torch.randn(H, d, e * d, dtype=F64) * 0.5).requires_grad_()]
+    q, k, v = (torch.randn(N, b, d, dtype=F64).requires_grad_() for _ in range(3))
+    beta, f, m_mix = (torch.rand(N, b, dtype=F64).requires_grad_() for _ in range(3))
+    G = (torch.rand(N, b, b, dtype=F64).tril() * 0.3).requires_grad_()
+    m_end = torch.rand(N, dtype=F64).requires_grad_()
     inputs = (q, k, v, beta, f, G, m_end, m_mix)
-    WS = [torch.cat((w.repeat(B, 1, 1), torch.zeros(N, *w.shape[1:])), -1) for w in M0]
+    WS = [torch.cat((w.repeat(B, 1, 1), torch.zeros(N, *w.shape[1:], dtype=F64)), -1) for w in M0]
     expected = chunk_step(activation, 2, output_norm, *inputs, *WS)
     got = shared_start_chunk(activation, 2, output_norm, *inputs, M0)
     for a, c in zip(got, expected):
@@ -52,7 +53,7 @@ def layer_outputs(layer: NeuralMemory, x: torch.Tensor, mask, shared: bool, retr
     if not shared:
         state = replace(state, fast=replace(state.fast, shared=()))
     y, new = (layer.retrieve if retrieve else layer)(x, state, mask)
-    probe = torch.linspace(-1, 1, y.numel()).view_as(y)
+    probe = torch.linspace(-1, 1, y.numel(), dtype=F64).view_as(y)
     loss = (y * probe).sum() + sum((w * w).sum() for w in new.fast.weights)
     return y, new.fast.weights, torch.autograd.grad(loss, [x, *layer.parameters()], allow_unused=True)
 
@@ -63,8 +64,8 @@ def layer_outputs(layer: NeuralMemory, x: torch.Tensor, mask, shared: bool, retr
 def test_the_layer_from_its_initial_state_is_unchanged(T, masked, retrieve):
     torch.manual_seed(1)
     layer = NeuralMemory(8, heads=2, chunk_size=8, memory_depth=2, memory_expansion=2, init_decay_bias=-2.0,
-                         init_lr_bias=1.0)
-    x = torch.randn(3, T, 8, requires_grad=True)
+                         init_lr_bias=1.0).to(F64)
+    x = torch.randn(3, T, 8, dtype=F64, requires_grad=True)
     mask = None
     if masked:
         mask = torch.ones(3, T, dtype=torch.bool)
