@@ -21,7 +21,7 @@ from titans_lightning.parallelize import checkpoint_blocks, compile_backbone, co
 T = 19  # debug size: five chunks of 4 (the last one ragged), three MAC segments of 8
 RTOL = 1e-5  # float32: ||compiled - eager|| / ||eager||, per tensor
 # gradients: eager's first memory chunk takes the shared-M_0 products (memory/shared_start.py, autograd),
-# the compiled checkpointed one the hand-written step: the same formulas summed in another order
+# the compiled one the hand-written step: the same formulas summed in another order
 # (their float64 agreement is tests/memory/test_shared_start.py's)
 GRAD_RTOL = 3e-5
 

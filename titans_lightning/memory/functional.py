@@ -40,7 +40,7 @@ from .mlp import get_activation
 from .precision import autocast_off
 from .shared_start import shared_start_chunk
 from .state import FastWeightState
-from .triton_step import select_step, triton_chunk_step
+from .triton_step import select_step
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -147,7 +147,8 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
     grids = (grid(q), grid(k), grid(v), gates.beta, gates.f, gates.G, gates.momentum_end, gates.momentum_mix)
     L, last = len(state.weights), grid.chunks - 1  # the last chunk runs alone: its start is the next call's reference
     segmented = checkpoint_segment > 0 and torch.is_grad_enabled() and last > 0
-    if state.shared and state.position == 0 and step is not triton_chunk_step and not segmented:
+    # eager only: a compiled step keeps its one graph (and the Triton step its kernels) for every chunk
+    if state.shared and state.position == 0 and step is chunk_step and not segmented:
         return _run_chunks_from_shared(grids, state, grid, T, activation, output_norm, step)
     WS, ref = [torch.cat([w, s], dim=-1) for w, s in zip(state.weights, state.momentum)], grid.ref
     if segmented:
@@ -172,7 +173,7 @@ def _run_chunks(q, k, v, lr, momentum, decays, write, state, chunk_size, activat
 
 def _run_chunks_from_shared(grids, state: FastWeightState, grid: Grid, T: int, activation: str, output_norm: bool,
                             step: Callable[..., tuple[Tensor, ...]]):
-    """``_run_chunks`` (a torch step, no segments) for a state still at its initial weights: the
+    """``_run_chunks`` (the eager step, no segments) for a state still at its initial weights: the
     first chunk takes one product per head (``shared_start.py``), the others ``step``."""
     L, dtype = len(state.weights), state.weights[0].dtype
     chunks = [x.unbind(1) for x in grids]
