@@ -99,7 +99,7 @@ def validation_batches(data_args: dict, by_length: bool) -> list[dict]:
     return list(data.val_dataloader())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="beauty")
     parser.add_argument("--models", nargs="+", default=["sasrec", "mac", "mag", "lmm"])
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval", action="store_true", help="also time a validation pass per model")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     specs = {m: recipe(args.dataset, m) for m in args.models}
     data_args = specs[args.models[0]]["data"]["init_args"]
     print(f"# {args.dataset}: {args.batches} batches of epoch 0, {args.rounds} rounds, "
