@@ -20,12 +20,13 @@ from torch import Tensor, nn
 class RMSNorm(nn.Module):
     """RMSNorm with a learned scale: ``x / rms(x) * w`` over the last dim (D parameters).
 
-    Computed in the scale's dtype (float32 under mixed precision), returned in the input's."""
+    Computed in the scale's dtype (float32 under mixed precision), returned in the input's.
+    ``init``: the scale's initial value (every entry)."""
 
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, eps: float = 1e-6, init: float = 1.0) -> None:
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.full((dim,), float(init)))
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., D) -> (..., D)."""

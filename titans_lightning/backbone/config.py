@@ -103,6 +103,13 @@ class TitansConfig:
     same key for every token; "residual" keeps each token's own identity in the write."""
     gate: Literal["sigmoid", "silu"] = "sigmoid"
     """MAG and MAC: non-linearity applied to the normalised memory branch before it gates attention."""
+    gated_output_init: float = 1.0
+    """MAG and MAC: initial weight of the RMSNorm on the attention side of the gated output
+    ``norm(y) * s(norm(M))``, so the branch added to the residual stream starts at about this
+    times the gate (0.5) in RMS. 1.0: every norm's usual start. A small value (0.1) starts the
+    branch small beside the residual stream, as the backbone's init does for the attention and MLP
+    output projections; with recommendation's N(0, 0.02) item embeddings the branch at 1.0
+    outweighs the input 25 to 1, and MAC learned slower than SASRec (docs/recsys.md)."""
     dropout: float = 0.0
     """Dropout on attention probabilities and on each residual branch (training only)."""
     rope_base: float = 10000.0
@@ -161,7 +168,7 @@ class TitansConfig:
         _check_positive_int("memory_conv_kernel", self.memory_conv_kernel)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TitansConfig.dropout: expected 0 <= dropout < 1, got {self.dropout}")
-        for name in ("memory_max_lr", "rope_base", "norm_eps"):
+        for name in ("memory_max_lr", "rope_base", "norm_eps", "gated_output_init"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TitansConfig.{name}: expected a positive number, "
                                  f"got {getattr(self, name)!r}")

@@ -71,7 +71,7 @@ class MACMixer(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.attn = make_attention(cfg, window=None)
         self.memory = make_memory(cfg)
-        self.norm_attn = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.norm_attn = RMSNorm(cfg.dim, cfg.norm_eps, init=cfg.gated_output_init)
         self.norm_memory = RMSNorm(cfg.dim, cfg.norm_eps)
         self.gate = torch.sigmoid if cfg.gate == "sigmoid" else F.silu
         self.drop = nn.Dropout(cfg.dropout)
