@@ -157,19 +157,18 @@ class TitansDataModule(LightningDataModule):
         loaders keep every sample (no ``drop_last``): a last, smaller batch still counts, in
         evaluation above all.
         """
-        sampler = None
+        sampler, batch_size = None, batch_size or self.batch_size
         if shuffle:
             ranks = (self.trainer.distributed_sampler_kwargs if self.trainer is not None else None) or {}
             world, rank = ranks.get("num_replicas", 1), ranks.get("rank", 0)
             if self.group_by_length:  # the sampler yields whole batches: no auto-batching
-                sampler = LengthGroupedSampler(self.lengths_of(dataset), batch_size or self.batch_size, world, rank,
-                                               self.seed)
+                sampler = LengthGroupedSampler(self.lengths_of(dataset), batch_size, world, rank, self.seed)
                 dataset, batch_size = BatchedSamples(dataset), None
             else:
                 sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
         return DataLoader(
             dataset,
-            batch_size=None if isinstance(dataset, BatchedSamples) else batch_size or self.batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             drop_last=drop_last,
             collate_fn=collate_fn,

@@ -21,7 +21,7 @@ def close(a, b, tol=1e-10):
 
 
 @pytest.mark.parametrize("output_norm", [True, False], ids=["output-norm", "plain"])
-@pytest.mark.parametrize("activation", ["gelu", "silu"])
+@pytest.mark.parametrize("activation", ["gelu", "silu", "relu"])
 def test_shared_first_chunk_equals_the_chunk_step(output_norm, activation):
     torch.manual_seed(0)
     B, H, b, d, e = 3, 2, 5, 4, 2

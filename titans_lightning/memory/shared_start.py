@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .chunk import DERIVATIVES, _top_surprise, layer_norm
+from .chunk import DERIVATIVES, _relu_backward, _top_surprise, layer_norm
 from .mlp import get_activation
 
 
@@ -53,7 +53,7 @@ def _times_derivative(activation: str, grad: Tensor, z: Tensor) -> Tensor:
     if activation == "silu":  # aten's silu_backward has none
         sig = torch.sigmoid(z)
         return grad * sig * (1 + z * (1 - sig))
-    return grad * (z > 0).to(z.dtype)
+    return _relu_backward(grad, z)
 
 
 def shared_start_chunk(activation: str, L: int, output_norm: bool, q: Tensor, k: Tensor, v: Tensor, beta: Tensor,
