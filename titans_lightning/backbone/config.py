@@ -80,6 +80,14 @@ class TitansConfig:
     """Hidden expansion of the memory MLP (used when memory_depth >= 2)."""
     memory_max_lr: float = 0.1
     """Upper bound of the data-dependent inner learning rate theta."""
+    memory_init_lr_bias: float = 0.0
+    """Initial logit of the inner learning-rate gate: theta starts at max_lr * sigmoid(this)."""
+    memory_init_momentum_bias: float = 2.0
+    """Initial logit of the momentum gate eta (sigmoid(2) = 0.88)."""
+    memory_init_decay_bias: float = -6.0
+    """Initial logit of the forget gate alpha: sigmoid(-6) = 0.0025 per token keeps a write for
+    about 400 tokens (1 / alpha); -12 (6e-6) for about 160K. The gates stay learnable; this sets
+    where training starts (docs/longctx.md)."""
     memory_activation: Literal["gelu", "silu", "relu"] = "gelu"
     """Non-linearity between the memory MLP's layers."""
     memory_conv_kernel: int = 4

@@ -47,7 +47,9 @@ def make_memory(cfg: TitansConfig) -> NeuralMemory:
                         activation=cfg.memory_activation, max_lr=cfg.memory_max_lr,
                         conv_kernel=cfg.memory_conv_kernel, residual_memory=cfg.memory_residual,
                         memory_norm=cfg.memory_norm, per_channel_decay=cfg.memory_per_channel_decay,
-                        backend=cfg.memory_backend)
+                        init_lr_bias=cfg.memory_init_lr_bias,
+                        init_momentum_bias=cfg.memory_init_momentum_bias,
+                        init_decay_bias=cfg.memory_init_decay_bias, backend=cfg.memory_backend)
 
 
 def make_attention(cfg: TitansConfig, window: int | None) -> Attention:
