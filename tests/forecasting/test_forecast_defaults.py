@@ -102,3 +102,23 @@ def test_a_second_call_runs_only_the_missing_rows_and_writes_the_tables(tmp_path
     markdown = (results / "results.md").read_text()
     assert "| Titans (LMM) | **revin_on** |" in markdown and "revin_on (chosen)" in markdown
     assert json.loads((results / "results.json").read_text())["selection"][0]["chosen"] == "revin_on"
+
+
+def test_shipped_recipes_carry_the_committed_cross_dataset_choice():
+    """Every recipe the selection ran (ETTh1 at each horizon, the panel) sets RevIN as the
+    committed selection chose for its model, and the transformer baseline follows the Titans
+    forecaster whose training it shares."""
+    import yaml
+
+    selection = json.loads((defaults.REPO / "experiments" / "forecasting" / "defaults" / "results.json").read_text())
+    chosen = {c["model"]: c["chosen"] for c in selection["selection"]}
+    assert set(chosen) == set(defaults.MODELS)
+    follows = {"dlinear": "dlinear", "titans": "titans", "transformer": "titans"}
+    for model, source in follows.items():
+        for dataset, (horizons, _, _) in defaults.DATASETS.items():
+            for horizon in horizons:
+                path = defaults.recipe(model, dataset, horizon)
+                if not path.exists():  # the transformer has no panel recipe
+                    continue
+                revin = yaml.safe_load(path.read_text())["model"]["init_args"]["revin"]
+                assert revin == (chosen[source] == "revin_on"), path.name
