@@ -115,7 +115,7 @@ def test_classifier_starts_from_a_pretrained_backbone_with_a_fresh_head(tmp_path
 def test_pretrained_backbone_of_another_shape_is_refused(tmp_path):
     path = save_checkpoint(built(DNAPretrainTask, backbone=config(depth=3)), tmp_path / "deep.ckpt")
     with pytest.raises(ValueError,
-                       match=r"deep\.ckpt: the pretrained backbone differs .*depth: checkpoint 3 vs model 2"):
+                       match=r"deep\.ckpt: the checkpoint.s backbone differs .*depth: checkpoint 3 vs model 2"):
         built(DNAClassificationTask, pretrained=path)
 
 

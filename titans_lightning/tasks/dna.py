@@ -13,7 +13,6 @@ Batch contracts (made by ``datamodules.dna``):
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any, Optional
@@ -26,12 +25,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import AUROC, Accuracy, F1Score, MatthewsCorrCoef, MeanMetric, Metric, MetricCollection
 
-from titans_lightning.backbone import TitansBackbone, TitansConfig
+from titans_lightning.backbone import TitansConfig
 from titans_lightning.callbacks import TableWriter
 from titans_lightning.heads.dna import NucleotideLMHead, Pooling, SequenceClassifierHead
-from titans_lightning.safe_load import load_checkpoint
 from titans_lightning.tasks.base import TitansTask
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
+from titans_lightning.tasks.warm_start import load_weights
 
 
 class DNAPretrainTask(TitansTask):
@@ -118,7 +117,7 @@ class DNAClassificationTask(TitansTask):
                                       self.pooling, self.dropout, self.positions)
         # Here, not in configure_model: the backbone exists and nothing is sharded yet.
         if self.pretrained:
-            load_pretrained(self.pretrained, self.backbone, head.embed if self.load_embedding else None)
+            load_weights(self.pretrained, self.backbone, {"head.embed.": head.embed} if self.load_embedding else {})
         return head
 
     def batch_shape(self, batch: dict[str, Tensor]) -> tuple[int, int]:
@@ -204,46 +203,3 @@ def bits_frame(predictions: Sequence[dict[str, Tensor]], ids: Sequence[str]) -> 
     seen = index.unique().tolist()  # sorted
     frame = pl.DataFrame({"id": [ids[i] for i in seen], "bases": bases[seen].numpy(), "bits": bits[seen].numpy()})
     return frame.with_columns(bpn=pl.when(pl.col("bases") > 0).then(pl.col("bits") / pl.col("bases")))
-
-
-def load_pretrained(path: str, backbone: TitansBackbone, embed: Optional[nn.Module] = None) -> None:
-    """Copy a Lightning checkpoint's ``backbone.*`` (and ``head.embed.*``) weights in place.
-
-    Raises ValueError naming the checkpoint when it has no backbone, when its backbone
-    configuration differs from ``backbone.config`` (listing the differing fields), or when the
-    embedding does not fit.
-    """
-    checkpoint = load_checkpoint(path)  # weights only: nothing in the file runs
-    state = checkpoint.get("state_dict", {})
-    _check_backbone_config(path, checkpoint.get("hyper_parameters", {}).get("backbone"), backbone.config)
-    parts = [("backbone.", backbone)] + ([("head.embed.", embed)] if embed is not None else [])
-    for prefix, module in parts:
-        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if not weights:
-            raise ValueError(f"{path}: no '{prefix}*' weights in the checkpoint's state_dict")
-        try:
-            module.load_state_dict(weights)
-        except RuntimeError as error:
-            raise ValueError(f"{path}: the '{prefix}*' weights do not fit this model: {error}") from None
-
-
-def _check_backbone_config(path: str, saved: Any, config: TitansConfig) -> None:
-    """The pretrained backbone must be built exactly like this one.
-
-    ``saved`` is the checkpoint's ``backbone`` hyperparameter: a TitansConfig, or (written by
-    the CLI) its arguments as given, with size-coupled fields left None; either way it is
-    rebuilt as a TitansConfig, so that both sides have every field filled in.
-    """
-    if saved is None:
-        return  # not a TitansTask checkpoint: load_state_dict still checks every shape
-    if dataclasses.is_dataclass(saved):
-        saved = dataclasses.asdict(saved)
-    saved = saved.as_dict() if hasattr(saved, "as_dict") else dict(saved)
-    names = {f.name for f in dataclasses.fields(TitansConfig)}
-    saved = dataclasses.asdict(TitansConfig(**{k: v for k, v in saved.items() if k in names}))
-    # Dropout only acts in training: fine-tuning may change it.
-    differ = {k: (saved[k], v) for k, v in dataclasses.asdict(config).items() if k != "dropout" and saved[k] != v}
-    if differ:
-        fields = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in differ.items())
-        raise ValueError(f"{path}: the pretrained backbone differs from model.init_args.backbone ({fields}); "
-                         f"use the pretraining recipe's backbone")

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
@@ -36,6 +36,7 @@ from titans_lightning.callbacks import FigureLogger
 from titans_lightning.streaming import answer_nll, greedy_answer, read_prompt
 from titans_lightning.tasks.lm import LanguageModelingTask
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
+from titans_lightning.tasks.warm_start import load_weights
 
 
 def answer_span(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -161,6 +162,11 @@ class NeedleTask(LanguageModelingTask):
             detached there, so no gradient crosses a segment boundary (the loss's value is the full
             forward's). Every segment's activations are still kept until the step's backward.
             None = one call over the whole sequence.
+        pretrained: a checkpoint of this task or of ``LanguageModelingTask`` with the same
+            backbone and vocabulary: its backbone and LM head weights are loaded when the model is
+            built, the optimizer, step and schedule start fresh (to train on long haystacks from a
+            model trained on short ones). A resumed or tested checkpoint of this run then
+            overwrites them with its own weights.
 
     Logged: ``train/loss``; ``val/loss`` (answer tokens, teacher-forced through the streaming
     state), ``val/needle_acc`` (exact match, the checkpoint monitor) and
@@ -185,6 +191,7 @@ class NeedleTask(LanguageModelingTask):
         activation_checkpointing: bool = False,
         compile: bool = False,
         tbptt_segment: Optional[int] = None,
+        pretrained: Optional[str] = None,
     ) -> None:
         super().__init__(backbone, optimizer, lr_scheduler, data_sizes, tie_weights, max_new_tokens, temperature, top_k,
                          activation_checkpointing, compile)
@@ -192,6 +199,14 @@ class NeedleTask(LanguageModelingTask):
             raise ValueError(f"NeedleTask: expected context_loss_weight >= 0, eval_chunk >= 1 and tbptt_segment >= 1 "
                              f"or None, got {context_loss_weight}, {eval_chunk} and {tbptt_segment}")
         self.context_loss_weight, self.eval_chunk, self.tbptt_segment = context_loss_weight, eval_chunk, tbptt_segment
+        self.pretrained = pretrained
+
+    def build_head(self) -> nn.Module:
+        head = super().build_head()
+        # Here, not in configure_model: the backbone exists and nothing is sharded yet.
+        if self.pretrained:
+            load_weights(self.pretrained, self.backbone, {"head.": head})
+        return head
 
     def hidden_states(self, x: Tensor) -> Tensor:
         """(B, T, D) backbone output of embeddings x (B, T, D): one call, or ``tbptt_segment``
