@@ -84,7 +84,9 @@ def run(dataset: str, model: str, seed: int, data_path: str, work: Path, results
            "fit_seconds": round(fit_seconds, 1), **{k: tested[k] for k in REPORTED}}
     if model != "popular":
         epochs = epochs_run(fit_dir)
-        row.update(epochs=epochs, epochs_per_second=epochs / fit_seconds, best_epoch=best_validation(fit_dir)[0])
+        best_epoch, best_val = best_validation(fit_dir)  # the row keeps what chose the checkpoint
+        row.update(epochs=epochs, epochs_per_second=epochs / fit_seconds, best_epoch=best_epoch,
+                   **{"val_ndcg@10": best_val})
     path = run_file(results, dataset, model, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".tmp").write_text(json.dumps(row, indent=1))

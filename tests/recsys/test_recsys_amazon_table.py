@@ -50,3 +50,27 @@ def test_a_finished_row_is_not_run_again(tmp_path, monkeypatch):
     amazon.main()
     assert started == [("beauty", "sasrec", 0)]
     assert {p.name for p in (tmp_path / "runs").iterdir()} == {"beauty-popular-seed0.json", "beauty-sasrec-seed0.json"}
+
+
+def test_a_row_keeps_the_validation_score_that_chose_its_checkpoint(tmp_path, monkeypatch):
+    """``run`` with the ``titans`` commands replaced by ones that write what Lightning writes (a
+    fit's validation rows and best checkpoint, then a test's metrics): the row carries the best
+    epoch and its val NDCG@10, so a validation-only choice can be made from committed rows."""
+    import torch
+
+    def fake_titans(args: list[str], log: Path) -> None:
+        runs = Path(args[args.index("--trainer.default_root_dir") + 1]) / "csv"
+        version = runs / f"version_{len(list(runs.glob('version_*')))}"
+        (version / "checkpoints").mkdir(parents=True)
+        if args[0] == "fit":
+            lines = ["epoch,step,val/ndcg@10", "0,10,0.02", "1,20,0.05", "2,30,0.04"]
+            torch.save({"state_dict": {"w": torch.zeros(3)}}, version / "checkpoints" / "best-epoch=1.ckpt")
+        else:
+            names = [f"test/{k}" for k in amazon.REPORTED]
+            lines = ["epoch,step," + ",".join(names), "0,0," + ",".join(["0.1"] * len(names))]
+        (version / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+    monkeypatch.setattr(amazon, "titans", fake_titans)
+    result = amazon.run("beauty", "mac", 0, "data.txt", tmp_path / "work", tmp_path / "results", [])
+    assert result["best_epoch"] == 1 and result["val_ndcg@10"] == 0.05 and result["epochs"] == 3
+    assert json.loads(amazon.run_file(tmp_path / "results", "beauty", "mac", 0).read_text()) == result
