@@ -1,5 +1,6 @@
 """``titans_lightning.runs``, the one way the experiments and the tests start runs and read them:
-the newest version by number, the last value of each key, a failure that names its log."""
+the newest version by number, the last value of each key, a failure that names its log, fit then
+test of the chosen checkpoint."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from titans_lightning.runs import RunFailed, last_values, newest_version, read_metrics, run_titans, series
+from titans_lightning.runs import (
+    RunFailed,
+    best_validation,
+    evaluate_checkpoint,
+    fit_best,
+    last_values,
+    newest_version,
+    read_metrics,
+    run_titans,
+    series,
+)
 
 
 def test_newest_version_compares_numbers_not_names(tmp_path: Path) -> None:
@@ -33,3 +44,38 @@ def test_a_failed_command_is_logged_and_named(tmp_path: Path) -> None:
     with pytest.raises(RunFailed, match=named):
         run_titans(["fit", "--trainer.no_such_key", "1"], log=log)
     assert log.read_text().startswith("$ titans fit --trainer.no_such_key 1\n") and "no_such_key" in log.read_text()
+
+
+def fake_titans(root: Path, calls: list[list[str]], checkpoint: str = "best-epoch=1.ckpt"):
+    """A ``titans`` that writes what Lightning writes: a fit's validation rows and checkpoint,
+    a test's metrics, each in a new version folder of ``root/csv``."""
+    def run(args: list[str]) -> None:
+        calls.append(args)
+        version = root / "csv" / f"version_{len(calls) - 1}"
+        (version / "checkpoints").mkdir(parents=True)
+        if args[0] == "fit":
+            (version / "checkpoints" / checkpoint).touch()
+            text = "epoch,step,val/loss,val/ndcg@10\n0,10,0.9,0.02\n1,20,0.7,0.05\n2,30,0.8,0.04\n"
+        else:
+            text = "epoch,step,test/ndcg@10\n0,0,0.03\n"
+        (version / "metrics.csv").write_text(text)
+    return run
+
+
+def test_fit_best_then_test_metrics_use_the_fit_s_checkpoint(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+    run = fake_titans(tmp_path, calls)
+    fit = fit_best(run, ["-c", "recipe.yaml"], tmp_path)
+    assert fit.run.name == "version_0" and fit.checkpoint.name == "best-epoch=1.ckpt" and fit.seconds >= 0
+    assert evaluate_checkpoint(run, ["-c", "recipe.yaml"], fit.checkpoint, tmp_path) == {"ndcg@10": 0.03}
+    assert calls[0] == ["fit", "-c", "recipe.yaml"]
+    assert calls[1] == ["test", "-c", "recipe.yaml", "--ckpt_path", str(fit.checkpoint)]
+    assert best_validation(fit.run, "loss") == {"loss": 0.7, "ndcg@10": 0.05, "step": 20, "epoch": 1}
+    assert best_validation(fit.run, "ndcg@10", mode="max")["step"] == 20
+    with pytest.raises(ValueError, match="val/mse"):
+        best_validation(fit.run, "mse")
+
+
+def test_a_fit_without_the_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"best-\*\.ckpt.*version_0"):
+        fit_best(fake_titans(tmp_path, [], checkpoint="last.ckpt"), [], tmp_path)

@@ -16,12 +16,14 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["QUIET", "RunFailed", "fresh_env", "last_values", "newest_version", "read_metrics", "run_titans",
-           "series"]
+__all__ = ["QUIET", "FittedRun", "RunFailed", "best_validation", "fit_best", "fresh_env", "last_values",
+           "newest_version", "read_metrics", "run_titans", "series", "evaluate_checkpoint"]
 
 StrPath = Union[str, Path]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -97,3 +99,49 @@ def last_values(rows: list[dict[str, str]], prefix: str) -> dict[str, float]:
     for row in rows:
         values.update({k[len(prefix) + 1:]: float(v) for k, v in row.items() if k.startswith(prefix + "/") and v})
     return values
+
+
+@dataclass(frozen=True)
+class FittedRun:
+    """A finished ``titans fit``: its run folder (``version_N``), the checkpoint it chose and its
+    wall time in seconds."""
+
+    run: Path
+    checkpoint: Path
+    seconds: float
+
+
+Runner = Callable[[list[str]], object]  # runs ``titans *args`` (e.g. run_titans with a log bound)
+
+
+def fit_best(titans: Runner, args: Sequence[str], root: StrPath, pattern: str = "best-*.ckpt") -> FittedRun:
+    """``titans fit *args`` (``args`` must set ``--trainer.default_root_dir root``), then the
+    checkpoint of the new run folder matching ``pattern`` (the last by name when several)."""
+    start = time.perf_counter()
+    titans(["fit", *args])
+    seconds = time.perf_counter() - start
+    run = newest_version(Path(root) / "csv")
+    found = sorted((run / "checkpoints").glob(pattern))
+    if not found:
+        raise FileNotFoundError(f"no checkpoint matching {pattern} under {run / 'checkpoints'}")
+    return FittedRun(run, found[-1], seconds)
+
+
+def evaluate_checkpoint(titans: Runner, args: Sequence[str], checkpoint: StrPath, root: StrPath) -> dict[str, float]:
+    """``titans test *args --ckpt_path checkpoint``; the ``test/<name>`` values it logged, by name."""
+    titans(["test", *args, "--ckpt_path", str(checkpoint)])
+    return last_values(read_metrics(newest_version(Path(root) / "csv")), "test")
+
+
+def best_validation(run: StrPath, metric: str, mode: str = "min") -> dict[str, float]:
+    """Every ``val/<name>`` logged at the validation with the best ``val/<metric>`` (the lowest for
+    ``mode="min"``, the highest for ``"max"``), by name, with its ``step`` (and ``epoch`` where logged)."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"best_validation: mode must be 'min' or 'max', got {mode!r}")
+    rows = [r for r in read_metrics(run) if r.get(f"val/{metric}")]
+    if not rows:
+        raise ValueError(f"{Path(run) / 'metrics.csv'}: no val/{metric} logged")
+    best = (min if mode == "min" else max)(rows, key=lambda r: float(r[f"val/{metric}"]))
+    values = {k[4:]: float(v) for k, v in best.items() if k.startswith("val/") and v}
+    where = {"step": int(best["step"]), **({"epoch": int(best["epoch"])} if best.get("epoch") else {})}
+    return {**values, **where}

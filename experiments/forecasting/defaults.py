@@ -31,11 +31,12 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from threading import Lock
 from typing import Optional
 
-from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics, run_titans
+from titans_lightning.runs import QUIET, best_validation, evaluate_checkpoint, fit_best, run_titans
 
 try:
     from experiments.forecasting import panel
@@ -77,13 +78,6 @@ def row_file(results: Path, job: Job) -> Path:
     return results / "runs" / f"{model}-{dataset}-h{horizon}-{setting}-seed{seed}.json"
 
 
-def best_validation(fit_run: Path, metric: str) -> dict[str, float]:
-    """Every validation metric at the validation with the lowest ``val/<metric>``, with its step."""
-    rows = [r for r in read_metrics(fit_run) if r.get(f"val/{metric}")]
-    best = min(rows, key=lambda r: float(r[f"val/{metric}"]))
-    return {**{k[4:]: float(v) for k, v in best.items() if k.startswith("val/") and v}, "step": int(best["step"])}
-
-
 def run_one(job: Job, work: Path, results: Path) -> dict:
     """Fit one job under ``work``, test its best-validation checkpoint; its row (also written)."""
     model, dataset, horizon, setting, seed = job
@@ -92,19 +86,13 @@ def run_one(job: Job, work: Path, results: Path) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     flags = [*dataset_overrides(model, dataset), *SETTINGS[setting]]
     common = ["-c", str(recipe(model, dataset, horizon)), "--trainer.default_root_dir", str(root), *QUIET, *flags]
-    start = time.perf_counter()
-    run_titans(["fit", *common, "--seed_everything", str(seed)], cwd=REPO, log=log)
-    fit_seconds = time.perf_counter() - start
-    fit_run = newest_version(root / "csv")
-    best = sorted((fit_run / "checkpoints").glob("best-*.ckpt"))
-    if not best:
-        raise RuntimeError(f"no best checkpoint under {fit_run}")
-    run_titans(["test", *common, "--ckpt_path", str(best[-1])], cwd=REPO, log=log)
-    test = last_values(read_metrics(newest_version(root / "csv")), "test")
+    run = partial(run_titans, cwd=REPO, log=log)
+    fit = fit_best(run, [*common, "--seed_everything", str(seed)], root)
+    test = evaluate_checkpoint(run, common, fit.checkpoint, root)
+    val = {k: v for k, v in best_validation(fit.run, DATASETS[dataset][1]).items() if k != "epoch"}
     row = {"model": model, "dataset": dataset, "horizon": horizon, "setting": setting, "seed": seed,
-           "overrides": " ".join(flags), "fit_seconds": round(fit_seconds, 1),
-           "val": best_validation(fit_run, DATASETS[dataset][1]), "test": test,
-           "checkpoint": panel.shown_path(best[-1])}
+           "overrides": " ".join(flags), "fit_seconds": round(fit.seconds, 1),
+           "val": val, "test": test, "checkpoint": panel.shown_path(fit.checkpoint)}
     panel.write_atomic(row_file(results, job), json.dumps(row, indent=1))
     return row
 

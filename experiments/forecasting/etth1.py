@@ -24,10 +24,11 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics, run_titans, series
+from titans_lightning.runs import QUIET, best_validation, evaluate_checkpoint, fit_best, run_titans
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = ("titans", "dlinear", "transformer")
@@ -41,11 +42,6 @@ def titans(args: list[str], log: Path) -> None:
     run_titans(args, cwd=REPO, log=log)
 
 
-def best_validation(run: Path) -> tuple[float, int]:
-    """(lowest ``val/mse``, its step) of a ``titans fit`` run: the score that chose the checkpoint."""
-    return min((value, step) for step, value in series(read_metrics(run), "val/mse").items())
-
-
 def run_one(model: str, horizon: int, out: Path, extra: list[str], shared: Sequence[str] = ()) -> dict[str, float]:
     """Fit, then test the best-validation checkpoint, of one recipe; its test metrics and timing.
 
@@ -56,17 +52,12 @@ def run_one(model: str, horizon: int, out: Path, extra: list[str], shared: Seque
     log = out / f"{model}_{horizon}.log"
     common = ["-c", str(recipe), "--trainer.default_root_dir", str(root), *QUIET, *shared]
     start = time.perf_counter()
-    titans(["fit", *common, *extra], log)
-    fit_run = newest_version(root / "csv")
-    best = sorted((fit_run / "checkpoints").glob("best-*.ckpt"))
-    if not best:
-        raise RuntimeError(f"no best checkpoint under {fit_run}")
-    fit_s = time.perf_counter() - start
-    val_mse, val_step = best_validation(fit_run)
-    titans(["test", *common, "--ckpt_path", str(best[-1])], log)
-    metrics = last_values(read_metrics(newest_version(root / "csv")), "test")
-    return {**metrics, "val_mse": val_mse, "val_step": val_step, "fit_s": fit_s,
-            "total_s": time.perf_counter() - start, "checkpoint": str(best[-1]),
+    run = partial(titans, log=log)
+    fit = fit_best(run, [*common, *extra], root)
+    val = best_validation(fit.run, "mse")  # the score that chose the checkpoint
+    metrics = evaluate_checkpoint(run, common, fit.checkpoint, root)
+    return {**metrics, "val_mse": val["mse"], "val_step": val["step"], "fit_s": fit.seconds,
+            "total_s": time.perf_counter() - start, "checkpoint": str(fit.checkpoint),
             "overrides": " ".join([*shared, *extra]) or "none"}
 
 

@@ -41,11 +41,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from threading import Lock
 from typing import Optional
 
-from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics, run_titans
+from titans_lightning.runs import QUIET, best_validation, evaluate_checkpoint, fit_best, run_titans
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = ("snaive", "dlinear", "titans")
@@ -90,14 +91,6 @@ def shown_path(path: Path) -> str:
     return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
 
 
-def best_validation(fit_run: Path) -> dict[str, float]:
-    """The validation metrics of the validation with the lowest ``val/<SELECT>`` (the checkpoint
-    that is tested), with its ``step``."""
-    rows = [r for r in read_metrics(fit_run) if r.get(f"val/{SELECT}")]
-    best = min(rows, key=lambda r: float(r[f"val/{SELECT}"]))
-    return {**{k[4:]: float(v) for k, v in best.items() if k.startswith("val/") and v}, "step": int(best["step"])}
-
-
 def run_one(job: Job, work: Path, results: Path) -> dict:
     """Fit one (model, setting, seed) under ``work``, test its best-validation checkpoint; its row
     (also written to its file under ``results``)."""
@@ -106,19 +99,14 @@ def run_one(job: Job, work: Path, results: Path) -> dict:
     root, log = work / name, work / f"{name}.log"
     recipe = REPO / "recipes" / "forecasting" / f"us_employment_{model}.yaml"
     common = ["-c", str(recipe), "--trainer.default_root_dir", str(root), *QUIET, *SEARCH[model][setting]]
-    start = time.perf_counter()
+    run = partial(titans, log=log)
     # the seed of initialisation and dropout, and the DataModule's own seed of the shuffling
-    titans(["fit", *common, "--seed_everything", str(seed), "--data.init_args.seed", str(seed)], log)
-    fit_seconds = time.perf_counter() - start
-    fit_run = newest_version(root / "csv")
-    best = sorted((fit_run / "checkpoints").glob("best-*.ckpt"))
-    if not best:
-        raise RuntimeError(f"no best checkpoint under {fit_run}")
-    titans(["test", *common, "--ckpt_path", str(best[-1])], log)
-    test = last_values(read_metrics(newest_version(root / "csv")), "test")
+    fit = fit_best(run, [*common, "--seed_everything", str(seed), "--data.init_args.seed", str(seed)], root)
+    test = evaluate_checkpoint(run, common, fit.checkpoint, root)
+    val = {k: v for k, v in best_validation(fit.run, SELECT).items() if k != "epoch"}
     row = {"model": model, "setting": setting, "seed": seed, "overrides": " ".join(SEARCH[model][setting]),
-           "fit_seconds": round(fit_seconds, 1), "val": best_validation(fit_run),
-           "test": {k: test[k] for k in REPORTED}, "checkpoint": shown_path(best[-1])}
+           "fit_seconds": round(fit.seconds, 1), "val": val,
+           "test": {k: test[k] for k in REPORTED}, "checkpoint": shown_path(fit.checkpoint)}
     write_atomic(row_file(results, job), json.dumps(row, indent=1))
     return row
 

@@ -31,11 +31,12 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from threading import Lock
 from typing import Optional
 
-from titans_lightning.runs import QUIET, last_values, newest_version, read_metrics
+from titans_lightning.runs import QUIET, evaluate_checkpoint, fit_best, read_metrics
 
 try:
     from experiments.recsys.movielens import best_validation, parameters, titans
@@ -70,22 +71,19 @@ def run(dataset: str, model: str, seed: int, data_path: str, work: Path, results
     recipe = str(REPO / "recipes" / "recsys" / f"{dataset}_{model}.yaml")
     common = ["-c", recipe, "--trainer.default_root_dir", str(root), "--seed_everything", str(seed),
               "--data.init_args.seed", str(seed), "--data.init_args.path", data_path, *QUIET]
-    start = time.perf_counter()
-    titans(["fit", *common, *extra], log)
-    fit_seconds = time.perf_counter() - start
-    fit_dir = newest_version(root / "csv")
-    best = next((fit_dir / "checkpoints").glob("best-*.ckpt" if model != "popular" else "last.ckpt"))
+    run_in_log = partial(titans, log=log)
+    fit = fit_best(run_in_log, [*common, *extra], root, "best-*.ckpt" if model != "popular" else "last.ckpt")
     tested = {}
     for negatives in ("null", "100"):
-        titans(["test", *common, *extra, "--ckpt_path", str(best), "--model.init_args.eval_negatives", negatives,
-                *(["--model.init_args.ks", "[10]"] if negatives != "null" else [])], log)
-        tested.update(last_values(read_metrics(newest_version(root / "csv")), "test"))
-    row = {"dataset": dataset, "model": model, "seed": seed, "params": parameters(best),
-           "fit_seconds": round(fit_seconds, 1), **{k: tested[k] for k in REPORTED}}
+        ks = ["--model.init_args.ks", "[10]"] if negatives != "null" else []
+        args = [*common, *extra, "--model.init_args.eval_negatives", negatives, *ks]
+        tested.update(evaluate_checkpoint(run_in_log, args, fit.checkpoint, root))
+    row = {"dataset": dataset, "model": model, "seed": seed, "params": parameters(fit.checkpoint),
+           "fit_seconds": round(fit.seconds, 1), **{k: tested[k] for k in REPORTED}}
     if model != "popular":
-        epochs = epochs_run(fit_dir)
-        best_epoch, best_val = best_validation(fit_dir)  # the row keeps what chose the checkpoint
-        row.update(epochs=epochs, epochs_per_second=epochs / fit_seconds, best_epoch=best_epoch,
+        epochs = epochs_run(fit.run)
+        best_epoch, best_val = best_validation(fit.run)  # the row keeps what chose the checkpoint
+        row.update(epochs=epochs, epochs_per_second=epochs / fit.seconds, best_epoch=best_epoch,
                    **{"val_ndcg@10": best_val})
     path = run_file(results, dataset, model, seed)
     path.parent.mkdir(parents=True, exist_ok=True)

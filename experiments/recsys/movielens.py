@@ -19,9 +19,11 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
-from titans_lightning.runs import QUIET, fresh_env, last_values, newest_version, read_metrics, run_titans
+from titans_lightning import runs
+from titans_lightning.runs import QUIET, fresh_env, run_titans
 from titans_lightning.safe_load import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,9 +39,8 @@ def titans(args: list[str], log: Path) -> None:
 
 def best_validation(run_dir: Path) -> tuple[int, float]:
     """(epoch, val/ndcg@10) of the best validation."""
-    rows = [r for r in read_metrics(run_dir) if r.get("val/ndcg@10")]
-    best = max(rows, key=lambda r: float(r["val/ndcg@10"]))
-    return int(best["epoch"]), float(best["val/ndcg@10"])
+    best = runs.best_validation(run_dir, "ndcg@10", mode="max")
+    return int(best["epoch"]), best["ndcg@10"]
 
 
 def parameters(checkpoint: Path) -> int:
@@ -55,15 +56,11 @@ def run(model: str, seed: int, out: Path, extra: list[str]) -> dict:
     recipe = str(REPO / "recipes" / "recsys" / RECIPES[model])
     common = ["-c", recipe, "--trainer.default_root_dir", str(root), "--seed_everything", str(seed),
               "--data.init_args.seed", str(seed), *QUIET]  # initialisation, dropout and shuffling
-    start = time.perf_counter()
-    titans(["fit", *common, *extra], log)
-    fit_seconds = time.perf_counter() - start
-    fit_dir = newest_version(root / "csv")
-    best = next((fit_dir / "checkpoints").glob("best-*.ckpt"))
-    titans(["test", *common, *extra, "--ckpt_path", str(best)], log)
-    tested = last_values(read_metrics(newest_version(root / "csv")), "test")
-    epoch, val_ndcg = best_validation(fit_dir)
-    return {"model": model, "seed": seed, "params": parameters(best), "fit_seconds": round(fit_seconds, 1),
+    run_in_log = partial(titans, log=log)
+    fit = runs.fit_best(run_in_log, [*common, *extra], root)
+    tested = runs.evaluate_checkpoint(run_in_log, [*common, *extra], fit.checkpoint, root)
+    epoch, val_ndcg = best_validation(fit.run)
+    return {"model": model, "seed": seed, "params": parameters(fit.checkpoint), "fit_seconds": round(fit.seconds, 1),
             "best_epoch": epoch, "val_ndcg@10": val_ndcg, **{k: tested[k] for k in REPORTED}}
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments.forecasting import panel
+from titans_lightning.runs import best_validation
 
 # A grid of the benchmark's shape (the real one may change), and a made-up validation quantile
 # loss of each (model, setting): lr0.005 and lr0.001 are the best.
@@ -106,7 +107,7 @@ def test_best_validation_reads_the_checkpoint_step(tmp_path):
     run_dir.mkdir()
     (run_dir / "metrics.csv").write_text("epoch,step,train/loss,val/quantile_loss,val/mase\n"
                                          "0,9,0.5,,\n0,10,,0.04,0.6\n1,20,,0.03,0.55\n2,30,,0.035,0.5\n")
-    assert panel.best_validation(run_dir) == {"quantile_loss": 0.03, "mase": 0.55, "step": 20}
+    assert best_validation(run_dir, panel.SELECT) == {"quantile_loss": 0.03, "mase": 0.55, "step": 20, "epoch": 1}
 
 
 def test_run_one_seeds_model_and_shuffle_and_tests_the_best_checkpoint(tmp_path, monkeypatch):
