@@ -1,0 +1,178 @@
+"""Two-stage needle training: short haystacks first, then long ones from that model, then the test grid.
+
+    OMP_NUM_THREADS=1 python experiments/longctx/two_stage.py --variant lmm --decay-init -12 \\
+        --stage1-steps 1200 --stage2-steps 400 --seeds 0 1
+
+Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<variant>.yaml``):
+
+1. ``titans fit`` for ``--stage1-steps`` at the recipe's 128-token haystacks (validation at 128 /
+   512 / 2,048 tokens halfway and at the end);
+2. ``titans fit --model.pretrained <stage 1's last.ckpt>`` for ``--stage2-steps`` at
+   ``--stage2-length`` tokens, batch ``--stage2-batch``, lr ``--stage2-lr`` (20 warm-up steps,
+   cosine), the gradient cut every ``--tbptt`` tokens (the state carried across the cut);
+   validation at 2,048 / 4,096 / 16,384 tokens halfway and at the end;
+3. ``titans test`` of stage 2's last checkpoint at ``--test-lengths`` (``--test-samples`` per
+   length and depth, depths 0, 0.25, 0.5, 0.75, 1) through the streaming state.
+
+``--decay-init`` (the forget gate's initial logit, ``memory_init_decay_bias``) and ``--set``
+overrides reach all three commands. A stage whose run folder already holds its checkpoint is not
+run again, and a seed with a finished row is skipped, so an interrupted call resumes. Rows go to
+``<results>/<name>-seed<N>.json`` (minutes and validation of each stage, test exact match by
+length) and the table of every row to ``<results>/results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+from titans_lightning.runs import QUIET, evaluate_checkpoint, newest_version, read_metrics, run_titans, series
+
+REPO = Path(__file__).resolve().parents[2]
+Runner = Callable[[list[str]], object]
+
+
+def titans(args: list[str], log: Path) -> None:
+    """``titans *args`` in the repository root, one thread unless set; output appended to ``log``."""
+    run_titans(args, cwd=REPO, log=log)
+
+
+def stage_args(a: argparse.Namespace, stage: int, root: Path, seed: int, start: Optional[Path]) -> list[str]:
+    """The ``titans fit`` arguments of one stage (1: short haystacks; 2: long ones from ``start``)."""
+    common = ["-c", str(REPO / "recipes" / "longctx" / f"{a.variant}.yaml"), "--trainer.default_root_dir", str(root),
+              "--seed_everything", str(seed), "--model.backbone.memory_init_decay_bias", str(a.decay_init), *QUIET]
+    steps = a.stage1_steps if stage == 1 else a.stage2_steps
+    schedule = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(max(1, steps // 2))]
+    if stage == 1:
+        return [*common, *schedule, "--data.eval_lengths", "[128, 512, 2048]", "--data.samples_per_cell", "4", *a.set]
+    return [*common, *schedule, "--model.pretrained", str(start), "--data.train_length", str(a.stage2_length),
+            "--data.batch_size", str(a.stage2_batch), "--model.optimizer.init_args.lr", str(a.stage2_lr),
+            "--model.lr_scheduler.init_args.warmup_steps", "20", "--model.tbptt_segment", str(a.tbptt),
+            "--data.eval_lengths", "[2048, 4096, 16384]", "--data.samples_per_cell", "2",
+            "--trainer.num_sanity_val_steps", "0", *a.set]
+
+
+def accuracy_by_length(rows: list[dict[str, str]], prefix: str) -> dict[str, dict[int, float]]:
+    """``{length: accuracy %}`` of every ``<prefix>/needle_acc/<length>`` by step (as a string)."""
+    keys = {k for r in rows for k in r if k.startswith(f"{prefix}/needle_acc/")}
+    keys = sorted(keys, key=lambda k: int(k.split("/")[-1]))
+    by_step: dict[str, dict[int, float]] = {}
+    for key in keys:
+        for step, value in series(rows, key).items():
+            by_step.setdefault(str(step), {})[int(key.split("/")[-1])] = round(100 * value, 1)
+    return by_step
+
+
+def fit_stage(run: Runner, args: list[str], root: Path) -> dict:
+    """Run one stage unless its folder holds ``last.ckpt``; its checkpoint, minutes and validation."""
+    done = sorted(root.glob("csv/version_*/checkpoints/last.ckpt"), key=lambda p: int(p.parents[1].name[8:]))
+    if not done:
+        run(["fit", *args])
+    version = done[-1].parents[1] if done else newest_version(root / "csv")
+    checkpoint = version / "checkpoints" / "last.ckpt"
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"{checkpoint}: the stage ended without its last checkpoint")
+    config, metrics = version / "config.yaml", version / "metrics.csv"
+    minutes = (os.path.getmtime(checkpoint) - os.path.getmtime(config)) / 60 if config.exists() else None
+    return {"checkpoint": str(checkpoint.relative_to(REPO) if checkpoint.is_relative_to(REPO) else checkpoint),
+            "minutes": None if minutes is None else round(minutes, 1),
+            "val": accuracy_by_length(read_metrics(version), "val") if metrics.exists() else {}}
+
+
+def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> dict:
+    """Both stages and the test of one seed; the row (also written under ``a.results``)."""
+    work = Path(a.work) / f"{a.name}-seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    run = run or partial(titans, log=work / "commands.log")
+    first = fit_stage(run, stage_args(a, 1, work / "stage1", seed, None), work / "stage1")
+    start = REPO / first["checkpoint"]  # an absolute path stays as it is
+    second = fit_stage(run, stage_args(a, 2, work / "stage2", seed, start), work / "stage2")
+    checkpoint = REPO / second["checkpoint"]
+    test_root = work / "test"
+    test_args = ["-c", str(REPO / "recipes" / "longctx" / f"{a.variant}.yaml"), "--trainer.default_root_dir",
+                 str(test_root), "--seed_everything", str(seed), "--model.backbone.memory_init_decay_bias",
+                 str(a.decay_init), "--data.test_lengths", json.dumps(a.test_lengths),
+                 "--data.test_samples_per_cell", str(a.test_samples), *QUIET, *a.set]
+    test = evaluate_checkpoint(run, test_args, checkpoint, test_root)
+    row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
+           "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
+           "tbptt": a.tbptt, "overrides": " ".join(a.set), "stage1": first, "stage2": second,
+           "test_samples_per_length": 5 * a.test_samples,
+           "test": {str(n): round(100 * test[f"needle_acc/{n}"], 1) for n in a.test_lengths}}
+    path = Path(a.results) / f"{a.name}-seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=1) + "\n")
+    return row
+
+
+def table(results: Path) -> str:
+    """Markdown: one line per finished row, test exact match by length, stage minutes."""
+    rows = [json.loads(p.read_text()) for p in sorted(results.glob("*-seed*.json"))]
+    lengths = sorted({int(n) for r in rows for n in r["test"]})
+    head = ["name", "variant", "seed", "decay init", "steps (stage 1 + 2)", *[f"{n:,}" for n in lengths],
+            "minutes (1 + 2)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * len(lengths) + "---|"]
+    for r in rows:
+        cells = [f"{r['test'][str(n)]:g} %" if str(n) in r["test"] else "" for n in lengths]
+        minutes = f"{r['stage1']['minutes']} + {r['stage2']['minutes']}"
+        lines.append(f"| {r['name']} | {r['variant']} | {r['seed']} | {r['decay_init']:g} | "
+                     f"{r['stage1_steps']} + {r['stage2_steps']} | " + " | ".join(cells) + f" | {minutes} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variant", default="lmm", choices=["mac", "mag", "mal", "lmm", "swa", "transformer"])
+    p.add_argument("--name", default=None, help="row name (default: <variant>_d<decay init>)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--decay-init", type=float, default=-12.0)
+    p.add_argument("--stage1-steps", type=int, default=1200)
+    p.add_argument("--stage2-steps", type=int, default=400)
+    p.add_argument("--stage2-length", type=int, default=2048)
+    p.add_argument("--stage2-batch", type=int, default=4)
+    p.add_argument("--stage2-lr", type=float, default=1e-3)
+    p.add_argument("--tbptt", type=int, default=256, help="tokens between gradient cuts in stage 2")
+    p.add_argument("--test-lengths", type=int, nargs="+", default=[2048, 4096, 16384, 65536])
+    p.add_argument("--test-samples", type=int, default=2, help="per length and depth (5 depths)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for all three commands, e.g. model.backbone.memory_init_lr_bias=-2")
+    p.add_argument("--results", default=str(REPO / "experiments" / "longctx" / "two_stage"))
+    p.add_argument("--work", default="runs/longctx/two_stage")
+    a = p.parse_args(argv)
+    a.name = a.name or f"{a.variant}_d{a.decay_init:g}"
+    a.set = overrides(a.set)
+    a.work = str(REPO / a.work) if not Path(a.work).is_absolute() else a.work
+    return a
+
+
+def overrides(pairs: Sequence[str]) -> list[str]:
+    """``["a.b=1"]`` -> ``["--a.b", "1"]``; a pair without ``=`` is refused by name."""
+    args = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE, e.g. model.backbone.memory_init_lr_bias=-2")
+        args += [f"--{key}", value]
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    a = parse_args(argv)
+    for seed in a.seeds:
+        if (Path(a.results) / f"{a.name}-seed{seed}.json").exists():
+            print(f"{a.name} seed {seed}: finished row kept", flush=True)
+            continue
+        row = run_seed(a, seed)
+        print(f"{a.name} seed {seed}: test {row['test']}", flush=True)
+    text = table(Path(a.results))
+    (Path(a.results) / "results.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

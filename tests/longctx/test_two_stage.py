@@ -1,0 +1,72 @@
+"""``experiments/longctx/two_stage.py`` with the ``titans`` commands recorded, not run: stage 2
+starts from stage 1's checkpoint with the long-haystack settings, the forget-gate start reaches
+every command, finished stages and rows are not run again, the row carries the test grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments.longctx import two_stage
+
+
+def fake_titans(calls: list[list[str]]):
+    """Writes what a finished ``titans fit`` / ``titans test`` writes into its root folder."""
+    def run(args: list[str]) -> None:
+        calls.append(args)
+        root = Path(args[args.index("--trainer.default_root_dir") + 1]) / "csv"
+        version = root / f"version_{len(list(root.glob('version_*')))}"
+        (version / "checkpoints").mkdir(parents=True)
+        (version / "config.yaml").write_text("{}\n")
+        if args[0] == "fit":
+            (version / "checkpoints" / "last.ckpt").write_bytes(b"")
+            lines = ["epoch,step,val/needle_acc/2048,val/needle_acc/512", "0,199,0.25,0.5", "0,399,0.5,1.0"]
+        else:
+            lines = ["epoch,step,test/needle_acc/2048,test/needle_acc/65536", "0,0,1.0,0.4"]
+        (version / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
+    a = two_stage.parse_args(["--variant", "mac", "--decay-init", "-12", "--stage1-steps", "10", "--stage2-steps", "4",
+                              "--test-lengths", "2048", "65536", "--work", str(tmp_path / "work"),
+                              "--results", str(tmp_path / "results"), "--set", "model.backbone.memory_init_lr_bias=-2"])
+    calls: list[list[str]] = []
+    row = two_stage.run_seed(a, 1, fake_titans(calls))
+    first, second, test = calls
+    assert [c[0] for c in calls] == ["fit", "fit", "test"]
+    for args in calls:
+        assert args[args.index("--model.backbone.memory_init_decay_bias") + 1] == "-12.0"
+        assert args[args.index("--model.backbone.memory_init_lr_bias") + 1] == "-2"
+        assert args[args.index("--seed_everything") + 1] == "1"
+        assert args[args.index("-c") + 1].endswith("recipes/longctx/mac.yaml")
+    assert "--model.pretrained" not in first and "--model.tbptt_segment" not in first
+    assert second[second.index("--model.pretrained") + 1].endswith("stage1/csv/version_0/checkpoints/last.ckpt")
+    assert second[second.index("--data.train_length") + 1] == "2048"
+    assert second[second.index("--model.tbptt_segment") + 1] == "256"
+    assert second[second.index("--trainer.max_steps") + 1] == "4"
+    assert test[test.index("--ckpt_path") + 1].endswith("stage2/csv/version_0/checkpoints/last.ckpt")
+    assert json.loads(test[test.index("--data.test_lengths") + 1]) == [2048, 65536]
+    assert row["test"] == {"2048": 100.0, "65536": 40.0} and row["test_samples_per_length"] == 10
+    assert row["stage2"]["val"] == {"199": {2048: 25.0, 512: 50.0}, "399": {2048: 50.0, 512: 100.0}}
+    assert json.loads((tmp_path / "results" / "mac_d-12-seed1.json").read_text())["test"] == row["test"]
+
+    calls.clear()  # both stages hold their checkpoints: only the test runs again
+    two_stage.run_seed(a, 1, fake_titans(calls))
+    assert [c[0] for c in calls] == ["test"]
+    assert "| mac_d-12 | mac | 1 | -12 | 10 + 4 | 100 % | 40 % |" in two_stage.table(tmp_path / "results")
+
+
+def test_a_finished_row_is_kept_and_a_bad_override_is_named(tmp_path: Path, monkeypatch) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    row = {"name": "lmm_d-12", "variant": "lmm", "seed": 0, "decay_init": -12.0, "stage1_steps": 1,
+           "stage2_steps": 1, "stage1": {"minutes": 1.0}, "stage2": {"minutes": 2.0}, "test": {"2048": 100.0}}
+    (results / "lmm_d-12-seed0.json").write_text(json.dumps(row))
+    monkeypatch.setattr(two_stage, "run_seed", lambda *a: pytest.fail("a finished seed ran again"))
+    two_stage.main(["--results", str(results), "--work", str(tmp_path / "work")])
+    assert "| lmm_d-12 | lmm | 0 | -12 | 1 + 1 | 100 % | 1.0 + 2.0 |" in (results / "results.md").read_text()
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        two_stage.parse_args(["--set", "model.tbptt_segment"])
