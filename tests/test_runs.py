@@ -12,6 +12,7 @@ import pytest
 from titans_lightning.runs import (
     RunFailed,
     best_validation,
+    cli_overrides,
     evaluate_checkpoint,
     fit_best,
     last_values,
@@ -79,3 +80,10 @@ def test_fit_best_then_test_metrics_use_the_fit_s_checkpoint(tmp_path: Path) -> 
 def test_a_fit_without_the_checkpoint_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"best-\*\.ckpt.*version_0"):
         fit_best(fake_titans(tmp_path, [], checkpoint="last.ckpt"), [], tmp_path)
+
+
+def test_set_pairs_become_flags_and_a_bare_key_is_refused() -> None:
+    assert cli_overrides(["model.init_args.revin=true", "data.init_args.lookback=336"]) == [
+        "--model.init_args.revin", "true", "--data.init_args.lookback", "336"]
+    with pytest.raises(SystemExit, match="KEY=VALUE.*'revin'"):
+        cli_overrides(["revin"])

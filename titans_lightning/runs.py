@@ -22,12 +22,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["QUIET", "FittedRun", "RunFailed", "best_validation", "fit_best", "fresh_env", "last_values",
-           "newest_version", "read_metrics", "run_titans", "series", "evaluate_checkpoint"]
+__all__ = ["QUIET", "FittedRun", "RunFailed", "best_validation", "cli_overrides", "evaluate_checkpoint", "fit_best",
+           "fresh_env", "last_values", "newest_version", "read_metrics", "run_titans", "series"]
 
 StrPath = Union[str, Path]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 PROGRAMS = {"titans_lightning.cli": "titans", "titans_lightning.streaming": "titans-stream"}
+
+
+def cli_overrides(pairs: Sequence[str]) -> list[str]:
+    """``["a.b=1"]`` -> ``["--a.b", "1"]`` (an experiment's ``--set KEY=VALUE``, as ``titans``
+    arguments); a pair without ``=`` stops the program with a message naming it."""
+    flags: list[str] = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set: expected KEY=VALUE (e.g. model.init_args.revin=true), got {pair!r}")
+        flags += [f"--{key}", value]
+    return flags
 
 
 class RunFailed(RuntimeError):

@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from titans_lightning.runs import QUIET, best_validation, evaluate_checkpoint, fit_best, run_titans
+from titans_lightning.runs import QUIET, best_validation, cli_overrides, evaluate_checkpoint, fit_best, run_titans
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = ("titans", "dlinear", "transformer")
@@ -94,17 +94,6 @@ def table(results: dict[str, dict[int, dict]], horizons: list[int]) -> str:
     return "\n".join(lines)
 
 
-def overrides(pairs: Sequence[str]) -> list[str]:
-    """``["a.b=1"]`` -> ``["--a.b", "1"]``; a pair without ``=`` is an error naming it."""
-    flags = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set: expected KEY=VALUE (model.init_args.revin=true), got {pair!r}")
-        flags += [f"--{key}", value]
-    return flags
-
-
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -125,7 +114,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     extra = [] if args.seed is None else ["--seed_everything", str(args.seed)]
     if args.limit_train_batches is not None:
         extra += ["--trainer.limit_train_batches", str(args.limit_train_batches)]
-    shared = overrides(args.set + ([f"data.init_args.lookback={args.lookback}"] if args.lookback else []))
+    shared = cli_overrides(args.set + ([f"data.init_args.lookback={args.lookback}"] if args.lookback else []))
     args.out.mkdir(parents=True, exist_ok=True)
     results = previous_results(args.out / "results.json")
     for model in args.models:

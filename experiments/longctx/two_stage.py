@@ -31,7 +31,15 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from titans_lightning.runs import QUIET, evaluate_checkpoint, newest_version, read_metrics, run_titans, series
+from titans_lightning.runs import (
+    QUIET,
+    cli_overrides,
+    evaluate_checkpoint,
+    newest_version,
+    read_metrics,
+    run_titans,
+    series,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 Runner = Callable[[list[str]], object]
@@ -145,20 +153,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--work", default="runs/longctx/two_stage")
     a = p.parse_args(argv)
     a.name = a.name or f"{a.variant}_d{a.decay_init:g}"
-    a.set = overrides(a.set)
+    a.set = cli_overrides(a.set)
     a.work = str(REPO / a.work) if not Path(a.work).is_absolute() else a.work
     return a
-
-
-def overrides(pairs: Sequence[str]) -> list[str]:
-    """``["a.b=1"]`` -> ``["--a.b", "1"]``; a pair without ``=`` is refused by name."""
-    args = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE, e.g. model.backbone.memory_init_lr_bias=-2")
-        args += [f"--{key}", value]
-    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from experiments.forecasting import etth1, sweep
+from titans_lightning.runs import cli_overrides
 
 
 def hourly_table(path: Path, rows: int = 2000) -> Path:
@@ -23,13 +24,6 @@ def hourly_table(path: Path, rows: int = 2000) -> Path:
         "price": 3 + np.cos(2 * np.pi * t / 24) + 0.3 * noise[1],
     }).write_csv(path)
     return path
-
-
-def test_set_pairs_become_flags_and_a_bare_key_is_refused() -> None:
-    assert etth1.overrides(["model.init_args.revin=true", "data.init_args.lookback=336"]) == [
-        "--model.init_args.revin", "true", "--data.init_args.lookback", "336"]
-    with pytest.raises(SystemExit, match="KEY=VALUE.*'revin'"):
-        etth1.overrides(["revin"])
 
 
 def test_shared_overrides_reach_fit_and_test_and_fit_only_ones_the_fit(tmp_path: Path, monkeypatch) -> None:
@@ -49,7 +43,7 @@ def test_shared_overrides_reach_fit_and_test_and_fit_only_ones_the_fit(tmp_path:
                                              "0.4,0.41,3.0,1.2\n")
 
     monkeypatch.setattr(etth1, "titans", fake_titans)
-    shared = etth1.overrides(["data.init_args.lookback=336"])
+    shared = cli_overrides(["data.init_args.lookback=336"])
     result = etth1.run_one("dlinear", 96, tmp_path, ["--seed_everything", "3"], shared)
     fit, test = calls
     assert fit[0] == "fit" and test[0] == "test"
