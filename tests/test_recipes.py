@@ -1,8 +1,10 @@
 """Every YAML under recipes/ goes through the CLI, found by glob so a new recipe is tested on arrival.
 
-A recipe (a file with a ``model``) must print its config and train a few steps at debug size; a
-fragment (trainer, strategy, precision, logger: no ``model``) must compose with a domain recipe
-and leave its own settings in the merged config.
+A recipe (a file whose ``model`` names its ``class_path``) must print its config and train a few
+steps at debug size; a fragment (trainer, strategy, precision, logger, or a domain's stage such as
+``longctx/stage2_2048.yaml``: no model class) must compose with a recipe (its domain's
+``debug.yaml``, or the external domain's for the domain-free ones) and leave its own settings in
+the merged config.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ from titans_lightning.cli import main
 from titans_lightning.tasks import TitansTask
 
 ALL_YAML = sorted(REPO.glob("recipes/**/*.yaml"))
-RECIPES = [p for p in ALL_YAML if "model" in (yaml.safe_load(p.read_text()) or {})]
+RECIPES = [p for p in ALL_YAML if "class_path" in ((yaml.safe_load(p.read_text()) or {}).get("model") or {})]
 FRAGMENTS = [p for p in ALL_YAML if p not in RECIPES]
+
+
+def base_recipe(fragment: Path) -> Path:
+    """The recipe a fragment composes with: its domain folder's ``debug.yaml`` where it has one."""
+    debug = fragment.parent / "debug.yaml"
+    return debug if debug in RECIPES else EXTERNAL_RECIPE
 
 # Every size-coupled backbone field back to None, so that size=debug fills them all: a recipe's
 # own widths (dim 256, segment 512 ...) would make a smoke fit slow. A YAML file, because
@@ -66,7 +74,9 @@ def lookup(tree: dict[str, Any], path: tuple) -> Any:
 
 
 def test_the_glob_finds_the_fragments():
-    assert {"trainer/cpu.yaml", "trainer/ddp.yaml", "trainer/fsdp.yaml", "logger/wandb.yaml"} <= set(ids(FRAGMENTS))
+    assert {"trainer/cpu.yaml", "trainer/ddp.yaml", "trainer/fsdp.yaml", "logger/wandb.yaml",
+            "longctx/stage2_2048.yaml"} <= set(ids(FRAGMENTS))
+    assert base_recipe(REPO / "recipes/longctx/stage2_2048.yaml") == REPO / "recipes/longctx/debug.yaml"
 
 
 def class_paths(items: list[dict]) -> list[str]:
@@ -75,7 +85,7 @@ def class_paths(items: list[dict]) -> list[str]:
 
 @pytest.mark.parametrize("fragment", FRAGMENTS, ids=ids(FRAGMENTS))
 def test_fragment_composes_with_a_domain_recipe(fragment, capsys):
-    merged = print_config(["-c", str(EXTERNAL_RECIPE), "-c", str(fragment)], capsys)
+    merged = print_config(["-c", str(base_recipe(fragment)), "-c", str(fragment)], capsys)
     for path, value in leaves(yaml.safe_load(fragment.read_text())):
         if path[-1].endswith("+"):  # `key+:` appends to the list at `key`: the merged list ends with it
             merged_list = lookup(merged, (*path[:-1], path[-1][:-1]))

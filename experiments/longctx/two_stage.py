@@ -7,10 +7,11 @@ Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<varia
 
 1. ``titans fit`` for ``--stage1-steps`` at the recipe's 128-token haystacks (validation at 128 /
    512 / 2,048 tokens halfway and at the end);
-2. ``titans fit --model.pretrained <stage 1's last.ckpt>`` for ``--stage2-steps`` at
-   ``--stage2-length`` tokens, batch ``--stage2-batch``, lr ``--stage2-lr`` (20 warm-up steps,
-   cosine), the gradient cut every ``--tbptt`` tokens (the state carried across the cut);
-   validation at 2,048 / 4,096 / 16,384 tokens halfway and at the end;
+2. ``titans fit`` with the fragment ``recipes/longctx/stage2_2048.yaml`` composed after the
+   recipe, ``--model.pretrained <stage 1's last.ckpt>``: ``--stage2-steps`` at ``--stage2-length``
+   tokens, batch ``--stage2-batch``, lr ``--stage2-lr`` (20 warm-up steps, cosine), the gradient
+   cut every ``--tbptt`` tokens (the state carried across the cut); validation at 2,048 / 4,096 /
+   16,384 tokens halfway and at the end (each option's default is the fragment's value);
 3. ``titans test`` of stage 2's last checkpoint at ``--test-lengths`` (``--test-samples`` per
    length and depth, depths 0, 0.25, 0.5, 0.75, 1) through the streaming state.
 
@@ -31,6 +32,8 @@ from functools import partial
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from titans_lightning.runs import (
     QUIET,
     cli_overrides,
@@ -42,6 +45,7 @@ from titans_lightning.runs import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+STAGE2 = REPO / "recipes" / "longctx" / "stage2_2048.yaml"  # the long stage's settings (a recipe fragment)
 Runner = Callable[[list[str]], object]
 
 
@@ -58,11 +62,9 @@ def stage_args(a: argparse.Namespace, stage: int, root: Path, seed: int, start: 
     schedule = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(max(1, steps // 2))]
     if stage == 1:
         return [*common, *schedule, "--data.eval_lengths", "[128, 512, 2048]", "--data.samples_per_cell", "4", *a.set]
-    return [*common, *schedule, "--model.pretrained", str(start), "--data.train_length", str(a.stage2_length),
-            "--data.batch_size", str(a.stage2_batch), "--model.optimizer.init_args.lr", str(a.stage2_lr),
-            "--model.lr_scheduler.init_args.warmup_steps", "20", "--model.tbptt_segment", str(a.tbptt),
-            "--data.eval_lengths", "[2048, 4096, 16384]", "--data.samples_per_cell", "2",
-            "--trainer.num_sanity_val_steps", "0", *a.set]
+    return [*common[:2], "-c", str(STAGE2), *common[2:], *schedule, "--model.pretrained", str(start),
+            "--data.train_length", str(a.stage2_length), "--data.batch_size", str(a.stage2_batch),
+            "--model.optimizer.init_args.lr", str(a.stage2_lr), "--model.tbptt_segment", str(a.tbptt), *a.set]
 
 
 def accuracy_by_length(rows: list[dict[str, str]], prefix: str) -> dict[str, dict[int, float]]:
@@ -110,7 +112,7 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
            "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
            "tbptt": a.tbptt, "overrides": " ".join(a.set), "stage1": first, "stage2": second,
-           "test_samples_per_length": 5 * a.test_samples,
+           "test_samples_per_length": 5 * a.test_samples,  # the recipes' five depths
            "test": {str(n): round(100 * test[f"needle_acc/{n}"], 1) for n in a.test_lengths}}
     path = Path(a.results) / f"{a.name}-seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,13 +142,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--decay-init", type=float, default=-12.0)
     p.add_argument("--stage1-steps", type=int, default=1200)
-    p.add_argument("--stage2-steps", type=int, default=400)
-    p.add_argument("--stage2-length", type=int, default=2048)
-    p.add_argument("--stage2-batch", type=int, default=4)
-    p.add_argument("--stage2-lr", type=float, default=1e-3)
-    p.add_argument("--tbptt", type=int, default=256, help="tokens between gradient cuts in stage 2")
-    p.add_argument("--test-lengths", type=int, nargs="+", default=[2048, 4096, 16384, 65536])
-    p.add_argument("--test-samples", type=int, default=2, help="per length and depth (5 depths)")
+    stage2 = yaml.safe_load(STAGE2.read_text())
+    model, data = stage2["model"]["init_args"], stage2["data"]["init_args"]
+    p.add_argument("--stage2-steps", type=int, default=stage2["trainer"]["max_steps"])
+    p.add_argument("--stage2-length", type=int, default=data["train_length"])
+    p.add_argument("--stage2-batch", type=int, default=data["batch_size"])
+    p.add_argument("--stage2-lr", type=float, default=model["optimizer"]["init_args"]["lr"])
+    p.add_argument("--tbptt", type=int, default=model["tbptt_segment"], help="tokens between gradient cuts in stage 2")
+    p.add_argument("--test-lengths", type=int, nargs="+", default=data["test_lengths"])
+    p.add_argument("--test-samples", type=int, default=data["test_samples_per_cell"], help="per length and depth")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra overrides for all three commands, e.g. model.backbone.memory_init_lr_bias=-2")
     p.add_argument("--results", default=str(REPO / "experiments" / "longctx" / "two_stage"))

@@ -43,6 +43,7 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
         assert args[args.index("--seed_everything") + 1] == "1"
         assert args[args.index("-c") + 1].endswith("recipes/longctx/mac.yaml")
     assert "--model.pretrained" not in first and "--model.tbptt_segment" not in first
+    assert [a for a in second if a.endswith(".yaml")] == [first[first.index("-c") + 1], str(two_stage.STAGE2)]
     assert second[second.index("--model.pretrained") + 1].endswith("stage1/csv/version_0/checkpoints/last.ckpt")
     assert second[second.index("--data.train_length") + 1] == "2048"
     assert second[second.index("--model.tbptt_segment") + 1] == "256"

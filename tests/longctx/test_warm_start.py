@@ -75,3 +75,25 @@ def test_the_cli_trains_from_a_checkpoint_with_a_fresh_step_count(tmp_path):
     # two steps moved the loaded weights a little, far less than a fresh initialisation would differ
     gap = max((ended[k] - started[k]).abs().max().item() for k in started if k.startswith("backbone."))
     assert 0 < gap < 0.1
+
+
+def test_the_stage2_fragment_trains_from_the_stage1_checkpoint(tmp_path):
+    """``-c <variant recipe> -c recipes/longctx/stage2_2048.yaml --model.pretrained CKPT``, the
+    documented second stage, at a debug size (the lengths shortened): its settings reach the run,
+    the gradient is cut (``tbptt_segment``), and the steps count from 0."""
+    short = tmp_path / "short"
+    common = ["-c", str(REPO / "recipes/longctx/debug.yaml"), "--data.batch_size", "2", "--data.depths", "[0.5]",
+              "--data.samples_per_cell", "1", "--trainer.val_check_interval", "2", *QUIET]
+    main(["fit", *common, "--trainer.default_root_dir", str(short), "--trainer.max_steps", "2"])
+    checkpoint = short / "csv" / "version_0" / "checkpoints" / "last.ckpt"
+    long = tmp_path / "long"
+    main(["fit", "-c", str(REPO / "recipes/longctx/debug.yaml"), "-c", str(REPO / "recipes/longctx/stage2_2048.yaml"),
+          "--model.pretrained", str(checkpoint), "--trainer.default_root_dir", str(long), "--data.depths", "[0.5]",
+          "--data.train_length", "256", "--model.tbptt_segment", "64", "--data.eval_lengths", "[256]",
+          "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", *QUIET])
+    run = long / "csv" / "version_0"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["init_args"]["tbptt_segment"] == 64 and config["data"]["init_args"]["batch_size"] == 4
+    assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.001
+    assert config["data"]["init_args"]["test_lengths"] == [2048, 4096, 16384, 65536]
+    assert sorted(series(read_metrics(run), "train/loss")) == [0, 1]
