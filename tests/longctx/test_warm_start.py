@@ -58,12 +58,18 @@ def test_a_different_backbone_is_refused_naming_the_file_and_field(tmp_path):
         built(NeedleTask, seed=2, pretrained=path)
 
 
+SHORT = ["-c", str(REPO / "recipes/longctx/debug.yaml"), "--data.batch_size", "2", "--data.depths", "[0.5]",
+         "--data.samples_per_cell", "1", "--trainer.val_check_interval", "2", *QUIET]
+
+
+def short_stage(tmp_path) -> Path:
+    """Two steps of the debug recipe; its last checkpoint."""
+    main(["fit", *SHORT, "--trainer.default_root_dir", str(tmp_path / "short"), "--trainer.max_steps", "2"])
+    return tmp_path / "short" / "csv" / "version_0" / "checkpoints" / "last.ckpt"
+
+
 def test_the_cli_trains_from_a_checkpoint_with_a_fresh_step_count(tmp_path):
-    short = tmp_path / "short"
-    common = ["-c", str(REPO / "recipes/longctx/debug.yaml"), "--data.batch_size", "2", "--data.depths", "[0.5]",
-              "--data.samples_per_cell", "1", "--trainer.val_check_interval", "2", *QUIET]
-    main(["fit", *common, "--trainer.default_root_dir", str(short), "--trainer.max_steps", "2"])
-    checkpoint = short / "csv" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint, common = short_stage(tmp_path), SHORT
     long = tmp_path / "long"
     main(["fit", *common, "--trainer.default_root_dir", str(long), "--trainer.max_steps", "2",
           "--model.pretrained", str(checkpoint)])
@@ -81,11 +87,7 @@ def test_the_stage2_fragment_trains_from_the_stage1_checkpoint(tmp_path):
     """``-c <variant recipe> -c recipes/longctx/stage2_2048.yaml --model.pretrained CKPT``, the
     documented second stage, at a debug size (the lengths shortened): its settings reach the run,
     the gradient is cut (``tbptt_segment``), and the steps count from 0."""
-    short = tmp_path / "short"
-    common = ["-c", str(REPO / "recipes/longctx/debug.yaml"), "--data.batch_size", "2", "--data.depths", "[0.5]",
-              "--data.samples_per_cell", "1", "--trainer.val_check_interval", "2", *QUIET]
-    main(["fit", *common, "--trainer.default_root_dir", str(short), "--trainer.max_steps", "2"])
-    checkpoint = short / "csv" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = short_stage(tmp_path)
     long = tmp_path / "long"
     main(["fit", "-c", str(REPO / "recipes/longctx/debug.yaml"), "-c", str(REPO / "recipes/longctx/stage2_2048.yaml"),
           "--model.pretrained", str(checkpoint), "--trainer.default_root_dir", str(long), "--data.depths", "[0.5]",
