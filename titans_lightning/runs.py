@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-__all__ = ["QUIET", "FittedRun", "RunFailed", "best_validation", "cli_overrides", "evaluate_checkpoint", "fit_best",
-           "fresh_env", "last_values", "newest_version", "read_metrics", "run_titans", "series"]
+__all__ = ["QUIET", "FittedRun", "RunFailed", "Runner", "best_validation", "cli_overrides", "evaluate_checkpoint",
+           "fit_best", "fresh_env", "last_values", "newest_version", "read_metrics", "run_titans", "series"]
 
 StrPath = Union[str, Path]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]

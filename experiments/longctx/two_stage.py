@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -36,6 +36,7 @@ import yaml
 
 from titans_lightning.runs import (
     QUIET,
+    Runner,
     cli_overrides,
     evaluate_checkpoint,
     newest_version,
@@ -46,7 +47,6 @@ from titans_lightning.runs import (
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE2 = REPO / "recipes" / "longctx" / "stage2_2048.yaml"  # the long stage's settings (a recipe fragment)
-Runner = Callable[[list[str]], object]
 
 
 def titans(args: list[str], log: Path) -> None:
@@ -54,10 +54,15 @@ def titans(args: list[str], log: Path) -> None:
     run_titans(args, cwd=REPO, log=log)
 
 
+def base_args(a: argparse.Namespace, root: Path, seed: int) -> list[str]:
+    """What every command of a seed shares: the variant's recipe, the run folder, seed, gate start."""
+    return ["-c", str(REPO / "recipes" / "longctx" / f"{a.variant}.yaml"), "--trainer.default_root_dir", str(root),
+            "--seed_everything", str(seed), "--model.backbone.memory_init_decay_bias", str(a.decay_init), *QUIET]
+
+
 def stage_args(a: argparse.Namespace, stage: int, root: Path, seed: int, start: Optional[Path]) -> list[str]:
     """The ``titans fit`` arguments of one stage (1: short haystacks; 2: long ones from ``start``)."""
-    common = ["-c", str(REPO / "recipes" / "longctx" / f"{a.variant}.yaml"), "--trainer.default_root_dir", str(root),
-              "--seed_everything", str(seed), "--model.backbone.memory_init_decay_bias", str(a.decay_init), *QUIET]
+    common = base_args(a, root, seed)
     steps = a.stage1_steps if stage == 1 else a.stage2_steps
     schedule = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(max(1, steps // 2))]
     if stage == 1:
@@ -104,10 +109,8 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     second = fit_stage(run, stage_args(a, 2, work / "stage2", seed, start), work / "stage2")
     checkpoint = REPO / second["checkpoint"]
     test_root = work / "test"
-    test_args = ["-c", str(REPO / "recipes" / "longctx" / f"{a.variant}.yaml"), "--trainer.default_root_dir",
-                 str(test_root), "--seed_everything", str(seed), "--model.backbone.memory_init_decay_bias",
-                 str(a.decay_init), "--data.test_lengths", json.dumps(a.test_lengths),
-                 "--data.test_samples_per_cell", str(a.test_samples), *QUIET, *a.set]
+    test_args = [*base_args(a, test_root, seed), "--data.test_lengths", json.dumps(a.test_lengths),
+                 "--data.test_samples_per_cell", str(a.test_samples), *a.set]
     test = evaluate_checkpoint(run, test_args, checkpoint, test_root)
     row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
            "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
