@@ -87,3 +87,5 @@ def test_set_pairs_become_flags_and_a_bare_key_is_refused() -> None:
         "--model.init_args.revin", "true", "--data.init_args.lookback", "336"]
     with pytest.raises(SystemExit, match="KEY=VALUE.*'revin'"):
         cli_overrides(["revin"])
+    with pytest.raises(SystemExit, match="^--stage2-set: expected KEY=VALUE"):
+        cli_overrides(["=1"], "--stage2-set")

@@ -30,14 +30,14 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 PROGRAMS = {"titans_lightning.cli": "titans", "titans_lightning.streaming": "titans-stream"}
 
 
-def cli_overrides(pairs: Sequence[str]) -> list[str]:
+def cli_overrides(pairs: Sequence[str], option: str = "--set") -> list[str]:
     """``["a.b=1"]`` -> ``["--a.b", "1"]`` (an experiment's ``--set KEY=VALUE``, as ``titans``
-    arguments); a pair without ``=`` stops the program with a message naming it."""
+    arguments); a pair without ``=`` stops the program with a message naming it and ``option``."""
     flags: list[str] = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--set: expected KEY=VALUE (e.g. model.init_args.revin=true), got {pair!r}")
+            raise SystemExit(f"{option}: expected KEY=VALUE (e.g. model.init_args.revin=true), got {pair!r}")
         flags += [f"--{key}", value]
     return flags
 

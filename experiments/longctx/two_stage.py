@@ -16,7 +16,7 @@ Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<varia
    length and depth, depths 0, 0.25, 0.5, 0.75, 1) through the streaming state.
 
 ``--decay-init`` (the forget gate's initial logit, ``memory_init_decay_bias``) and ``--set``
-overrides reach all three commands. A stage whose run folder already holds its checkpoint is not
+overrides reach all three commands, ``--stage2-set`` overrides the long stage only. A stage whose run folder already holds its checkpoint is not
 run again, and a seed with a finished row is skipped, so an interrupted call resumes. Rows go to
 ``<results>/<name>-seed<N>.json`` (minutes and validation of each stage, test exact match by
 length) and the table of every row to ``<results>/results.md``.
@@ -69,7 +69,8 @@ def stage_args(a: argparse.Namespace, stage: int, root: Path, seed: int, start: 
         return [*common, *schedule, "--data.eval_lengths", "[128, 512, 2048]", "--data.samples_per_cell", "4", *a.set]
     return [*common[:2], "-c", str(STAGE2), *common[2:], *schedule, "--model.pretrained", str(start),
             "--data.train_length", str(a.stage2_length), "--data.batch_size", str(a.stage2_batch),
-            "--model.optimizer.init_args.lr", str(a.stage2_lr), "--model.tbptt_segment", str(a.tbptt), *a.set]
+            "--model.optimizer.init_args.lr", str(a.stage2_lr), "--model.tbptt_segment", str(a.tbptt), *a.set,
+            *a.stage2_set]
 
 
 def accuracy_by_length(rows: list[dict[str, str]], prefix: str) -> dict[str, dict[int, float]]:
@@ -114,7 +115,8 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     test = evaluate_checkpoint(run, test_args, checkpoint, test_root)
     row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
            "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
-           "tbptt": a.tbptt, "overrides": " ".join(a.set), "stage1": first, "stage2": second,
+           "tbptt": a.tbptt, "overrides": " ".join(a.set),
+           "stage2_overrides": " ".join(a.stage2_set), "stage1": first, "stage2": second,
            "test_samples_per_length": 5 * a.test_samples,  # the recipes' five depths
            "test": {str(n): round(100 * test[f"needle_acc/{n}"], 1) for n in a.test_lengths}}
     path = Path(a.results) / f"{a.name}-seed{seed}.json"
@@ -156,11 +158,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--test-samples", type=int, default=data["test_samples_per_cell"], help="per length and depth")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra overrides for all three commands, e.g. model.backbone.memory_init_lr_bias=-2")
+    p.add_argument("--stage2-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for stage 2 only, e.g. model.context_loss_weight=0")
     p.add_argument("--results", default=str(REPO / "experiments" / "longctx" / "two_stage"))
     p.add_argument("--work", default="runs/longctx/two_stage")
     a = p.parse_args(argv)
     a.name = a.name or f"{a.variant}_d{a.decay_init:g}"
-    a.set = cli_overrides(a.set)
+    a.set, a.stage2_set = cli_overrides(a.set), cli_overrides(a.stage2_set, "--stage2-set")
     a.work = str(REPO / a.work) if not Path(a.work).is_absolute() else a.work
     return a
 

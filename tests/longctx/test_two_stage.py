@@ -32,7 +32,8 @@ def fake_titans(calls: list[list[str]]):
 def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
     a = two_stage.parse_args(["--variant", "mac", "--decay-init", "-12", "--stage1-steps", "10", "--stage2-steps", "4",
                               "--test-lengths", "2048", "65536", "--work", str(tmp_path / "work"),
-                              "--results", str(tmp_path / "results"), "--set", "model.backbone.memory_init_lr_bias=-2"])
+                              "--results", str(tmp_path / "results"), "--set", "model.backbone.memory_init_lr_bias=-2",
+                              "--stage2-set", "model.context_loss_weight=0"])
     calls: list[list[str]] = []
     row = two_stage.run_seed(a, 1, fake_titans(calls))
     first, second, test = calls
@@ -43,6 +44,8 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
         assert args[args.index("--seed_everything") + 1] == "1"
         assert args[args.index("-c") + 1].endswith("recipes/longctx/mac.yaml")
     assert "--model.pretrained" not in first and "--model.tbptt_segment" not in first
+    assert [args.count("--model.context_loss_weight") for args in calls] == [0, 1, 0]  # the long stage only
+    assert second[second.index("--model.context_loss_weight") + 1] == "0"
     assert [a for a in second if a.endswith(".yaml")] == [first[first.index("-c") + 1], str(two_stage.STAGE2)]
     assert second[second.index("--model.pretrained") + 1].endswith("stage1/csv/version_0/checkpoints/last.ckpt")
     assert second[second.index("--data.train_length") + 1] == "2048"
@@ -51,6 +54,7 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
     assert test[test.index("--ckpt_path") + 1].endswith("stage2/csv/version_0/checkpoints/last.ckpt")
     assert json.loads(test[test.index("--data.test_lengths") + 1]) == [2048, 65536]
     assert row["test"] == {"2048": 100.0, "65536": 40.0} and row["test_samples_per_length"] == 10
+    assert row["stage2_overrides"] == "--model.context_loss_weight 0"
     assert row["stage2"]["val"] == {"199": {2048: 25.0, 512: 50.0}, "399": {2048: 50.0, 512: 100.0}}
     assert json.loads((tmp_path / "results" / "mac_d-12-seed1.json").read_text())["test"] == row["test"]
 
