@@ -16,7 +16,8 @@ Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<varia
    length and depth, depths 0, 0.25, 0.5, 0.75, 1) through the streaming state.
 
 ``--decay-init`` (the forget gate's initial logit, ``memory_init_decay_bias``) and ``--set``
-overrides reach all three commands, ``--stage2-set`` overrides the long stage only. A stage whose run folder already holds its checkpoint is not
+overrides reach all three commands, ``--stage2-set`` overrides the long stage and the test of its model
+(a model setting given there, such as ``model.backbone.memory_max_decay``, holds for both). A stage whose run folder already holds its checkpoint is not
 run again, and a seed with a finished row is skipped, so an interrupted call resumes. Rows go to
 ``<results>/<name>-seed<N>.json`` (minutes and validation of each stage, test exact match by
 length) and the table of every row to ``<results>/results.md``.
@@ -111,7 +112,7 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     checkpoint = REPO / second["checkpoint"]
     test_root = work / "test"
     test_args = [*base_args(a, test_root, seed), "--data.test_lengths", json.dumps(a.test_lengths),
-                 "--data.test_samples_per_cell", str(a.test_samples), *a.set]
+                 "--data.test_samples_per_cell", str(a.test_samples), *a.set, *a.stage2_set]
     test = evaluate_checkpoint(run, test_args, checkpoint, test_root)
     row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
            "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
@@ -159,7 +160,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra overrides for all three commands, e.g. model.backbone.memory_init_lr_bias=-2")
     p.add_argument("--stage2-set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra overrides for stage 2 only, e.g. model.context_loss_weight=0")
+                   help="extra overrides for stage 2 and its test, e.g. model.context_loss_weight=0")
     p.add_argument("--results", default=str(REPO / "experiments" / "longctx" / "two_stage"))
     p.add_argument("--work", default="runs/longctx/two_stage")
     a = p.parse_args(argv)

@@ -44,7 +44,7 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
         assert args[args.index("--seed_everything") + 1] == "1"
         assert args[args.index("-c") + 1].endswith("recipes/longctx/mac.yaml")
     assert "--model.pretrained" not in first and "--model.tbptt_segment" not in first
-    assert [args.count("--model.context_loss_weight") for args in calls] == [0, 1, 0]  # the long stage only
+    assert [args.count("--model.context_loss_weight") for args in calls] == [0, 1, 1]  # the long stage and its test
     assert second[second.index("--model.context_loss_weight") + 1] == "0"
     assert [a for a in second if a.endswith(".yaml")] == [first[first.index("-c") + 1], str(two_stage.STAGE2)]
     assert second[second.index("--model.pretrained") + 1].endswith("stage1/csv/version_0/checkpoints/last.ckpt")

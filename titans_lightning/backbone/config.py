@@ -80,6 +80,10 @@ class TitansConfig:
     """Hidden expansion of the memory MLP (used when memory_depth >= 2)."""
     memory_max_lr: float = 0.1
     """Upper bound of the data-dependent inner learning rate theta."""
+    memory_max_decay: float = 1.0
+    """Upper bound of the data-dependent forget gate: alpha = max_decay * sigmoid(.); 1 = the
+    paper's gate. A smaller bound (1e-4) keeps every write for at least about 1 / max_decay tokens
+    whatever the gate learns on short training haystacks (docs/longctx.md)."""
     memory_init_lr_bias: float = 0.0
     """Initial logit of the inner learning-rate gate: theta starts at max_lr * sigmoid(this)."""
     memory_init_momentum_bias: float = 2.0
@@ -180,6 +184,9 @@ class TitansConfig:
             if not getattr(self, name) > 0:
                 raise ValueError(f"TitansConfig.{name}: expected a positive number, "
                                  f"got {getattr(self, name)!r}")
+        if not 0.0 < self.memory_max_decay <= 1.0:
+            raise ValueError(f"TitansConfig.memory_max_decay: expected 0 < memory_max_decay <= 1, "
+                             f"got {self.memory_max_decay!r}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

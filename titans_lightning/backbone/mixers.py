@@ -45,6 +45,7 @@ def make_memory(cfg: TitansConfig) -> NeuralMemory:
     return NeuralMemory(cfg.dim, heads=cfg.memory_heads, chunk_size=cfg.chunk_size,
                         memory_depth=cfg.memory_depth, memory_expansion=cfg.memory_expansion,
                         activation=cfg.memory_activation, max_lr=cfg.memory_max_lr,
+                        max_decay=cfg.memory_max_decay,
                         conv_kernel=cfg.memory_conv_kernel, residual_memory=cfg.memory_residual,
                         memory_norm=cfg.memory_norm, per_channel_decay=cfg.memory_per_channel_decay,
                         init_lr_bias=cfg.memory_init_lr_bias,

@@ -4,7 +4,7 @@ Shape legend: B = batch, T = tokens, D = model width, H = heads, d = head width 
 N = B * H independent memories.
 
 Per token x_t:  q, k, v = SiLU(causal_conv(x_t W_{Q,K,V})),  q, k l2-normalised per head;
-theta_t = max_lr * sigmoid(.), eta_t = sigmoid(.), alpha_t = sigmoid(.) from linear maps of x_t
+theta_t = max_lr * sigmoid(.), eta_t = sigmoid(.), alpha_t = max_decay * sigmoid(.) from linear maps of x_t
 (per head); the memory stores (k_t, v_t) and retrieves y_t = M_t(q_t) (see `neural_memory`);
 output = W_O (RMSNorm(y) * sigmoid(x W_G)).
 """
@@ -81,6 +81,8 @@ class NeuralMemory(nn.Module):
         memory_expansion: hidden width of the memory MLP = expansion * d.
         activation: between memory layers ("gelu", "silu", "relu").
         max_lr: theta_t = max_lr * sigmoid(.).
+        max_decay: alpha_t = max_decay * sigmoid(.) (1 = the paper's gate). A bound below 1 keeps
+            every write for at least about 1 / max_decay tokens, whatever the gate learns.
         conv_kernel: causal depthwise conv width on q, k, v (0 or 1 disables it).
         residual_memory: M(x) = x + MLP(x) (the MLP then learns v - k).
         memory_norm: end M's MLP with a parameter-free LayerNorm, M(x) = x + LN(MLP(x)), the
@@ -109,6 +111,7 @@ class NeuralMemory(nn.Module):
         memory_expansion: int = 4,
         activation: str = "gelu",
         max_lr: float = 0.1,
+        max_decay: float = 1.0,
         conv_kernel: int = 4,
         residual_memory: bool = True,
         memory_norm: bool = True,
@@ -124,8 +127,10 @@ class NeuralMemory(nn.Module):
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if memory_depth < 1:
             raise ValueError(f"memory_depth must be >= 1, got {memory_depth}")
+        if not 0.0 < max_decay <= 1.0:
+            raise ValueError(f"max_decay must be in (0, 1], got {max_decay}")
         self.heads, self.dim_head = heads, dim_head or dim // heads
-        self.chunk_size, self.activation, self.max_lr = chunk_size, activation, max_lr
+        self.chunk_size, self.activation, self.max_lr, self.max_decay = chunk_size, activation, max_lr, max_decay
         self.residual_memory, self.memory_norm = residual_memory, memory_norm
         inner = heads * self.dim_head
         self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
@@ -192,10 +197,12 @@ class NeuralMemory(nn.Module):
         B, T, _ = x.shape
         logits = self.to_gates(x).float().view(B, T, 3, self.heads).permute(2, 0, 3, 1)
         logits = logits.reshape(3, B * self.heads, T)
-        lr, momentum, decay = self.max_lr * torch.sigmoid(logits[0]), torch.sigmoid(logits[1]), torch.sigmoid(logits[2])
+        lr, momentum = self.max_lr * torch.sigmoid(logits[0]), torch.sigmoid(logits[1])
+        decay = self.max_decay * torch.sigmoid(logits[2])
         if self.to_channel_decay is not None:
             channel = self.to_channel_decay(x).float().view(B, T, self.heads, -1).transpose(1, 2)
-            decay = torch.sigmoid(channel.reshape(B * self.heads, T, -1)).split(self.decay_widths, dim=-1)
+            channel = self.max_decay * torch.sigmoid(channel.reshape(B * self.heads, T, -1))
+            decay = channel.split(self.decay_widths, dim=-1)
         return lr, momentum, decay
 
     def forward(
