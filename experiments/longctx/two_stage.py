@@ -16,9 +16,11 @@ Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<varia
    length and depth, depths 0, 0.25, 0.5, 0.75, 1) through the streaming state.
 
 ``--decay-init`` (the forget gate's initial logit, ``memory_init_decay_bias``) and ``--set``
-overrides reach all three commands, ``--stage2-set`` overrides the long stage and the test of its model
-(a model setting given there, such as ``model.backbone.memory_max_decay``, holds for both). A stage whose run folder already holds its checkpoint is not
-run again, and a seed with a finished row is skipped, so an interrupted call resumes. Rows go to
+overrides reach all three commands; ``--stage2-set`` overrides reach the long stage and the test of
+its model (a model setting given there, such as ``model.backbone.memory_max_decay``, holds for
+both). ``--stage1-from NAME`` starts stage 2 from row ``NAME``'s stage 1 (run first if missing), so
+stage-2 settings are compared from one start. A stage whose run folder already holds its checkpoint
+is not run again, and a seed with a finished row is skipped, so an interrupted call resumes. Rows go to
 ``<results>/<name>-seed<N>.json`` (minutes and validation of each stage, test exact match by
 length) and the table of every row to ``<results>/results.md``.
 """
@@ -106,7 +108,8 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     work = Path(a.work) / f"{a.name}-seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
     run = run or partial(titans, log=work / "commands.log")
-    first = fit_stage(run, stage_args(a, 1, work / "stage1", seed, None), work / "stage1")
+    stage1 = Path(a.work) / f"{a.stage1_from or a.name}-seed{seed}" / "stage1"  # shared by rows that name it
+    first = fit_stage(run, stage_args(a, 1, stage1, seed, None), stage1)
     start = REPO / first["checkpoint"]  # an absolute path stays as it is
     second = fit_stage(run, stage_args(a, 2, work / "stage2", seed, start), work / "stage2")
     checkpoint = REPO / second["checkpoint"]
@@ -116,7 +119,7 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     test = evaluate_checkpoint(run, test_args, checkpoint, test_root)
     row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
            "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
-           "tbptt": a.tbptt, "overrides": " ".join(a.set),
+           "tbptt": a.tbptt, "overrides": " ".join(a.set), "stage1_from": a.stage1_from,
            "stage2_overrides": " ".join(a.stage2_set), "stage1": first, "stage2": second,
            "test_samples_per_length": 5 * a.test_samples,  # the recipes' five depths
            "test": {str(n): round(100 * test[f"needle_acc/{n}"], 1) for n in a.test_lengths}}
@@ -150,6 +153,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--stage1-steps", type=int, default=1200)
     stage2 = yaml.safe_load(STAGE2.read_text())
     model, data = stage2["model"]["init_args"], stage2["data"]["init_args"]
+    p.add_argument("--stage1-from", default=None, metavar="NAME",
+                   help="start stage 2 from row NAME's stage 1 (run first if missing), to compare stage-2 settings")
     p.add_argument("--stage2-steps", type=int, default=stage2["trainer"]["max_steps"])
     p.add_argument("--stage2-length", type=int, default=data["train_length"])
     p.add_argument("--stage2-batch", type=int, default=data["batch_size"])

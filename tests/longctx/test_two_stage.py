@@ -75,3 +75,23 @@ def test_a_finished_row_is_kept_and_a_bad_override_is_named(tmp_path: Path, monk
     assert "| lmm_d-12 | lmm | 0 | -12 | 1 + 1 | 100 % | 1.0 + 2.0 |" in (results / "results.md").read_text()
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         two_stage.parse_args(["--set", "model.tbptt_segment"])
+
+
+def test_rows_compared_from_one_stage_one(tmp_path: Path) -> None:
+    """``--stage1-from``: the second row's stage 2 starts from the first row's stage-1 checkpoint,
+    which is not trained again; its own stage-2 overrides reach its stage 2 and test only."""
+    common = ["--variant", "lmm", "--stage1-steps", "10", "--stage2-steps", "4", "--test-lengths", "2048",
+              "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
+    calls: list[list[str]] = []
+    two_stage.run_seed(two_stage.parse_args([*common, "--name", "base"]), 0, fake_titans(calls))
+    start = calls[0][calls[0].index("--trainer.default_root_dir") + 1]
+    calls.clear()
+    a = two_stage.parse_args([*common, "--name", "capped", "--stage1-from", "base",
+                              "--stage2-set", "model.backbone.memory_max_decay=1e-4"])
+    row = two_stage.run_seed(a, 0, fake_titans(calls))
+    assert [c[0] for c in calls] == ["fit", "test"]  # stage 1 is base's, already trained
+    second, test = calls
+    assert second[second.index("--model.pretrained") + 1].startswith(start)
+    assert "/capped-seed0/stage2" in second[second.index("--trainer.default_root_dir") + 1]
+    assert [args[args.index("--model.backbone.memory_max_decay") + 1] for args in calls] == ["1e-4", "1e-4"]
+    assert row["stage1_from"] == "base" and row["stage1"]["checkpoint"].startswith(start)
