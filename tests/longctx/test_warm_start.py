@@ -58,6 +58,19 @@ def test_a_different_backbone_is_refused_naming_the_file_and_field(tmp_path):
         built(NeedleTask, seed=2, pretrained=path)
 
 
+def test_a_tighter_gate_bound_is_taken_with_the_weights(tmp_path):
+    """The gate bounds and starts may differ (they change no weight); the loaded gates then give
+    alpha under the new bound."""
+    path = saved(built(NeedleTask, seed=1), tmp_path / "short.ckpt")
+    torch.manual_seed(2)
+    config = TitansConfig(variant="mac", size="debug", depth=2, memory_max_decay=1e-4, memory_init_decay_bias=-12.0)
+    task = NeedleTask(config, data_sizes=VOCAB, pretrained=path)
+    task.configure_model()
+    memory = task.backbone.blocks[0].mixer.memory
+    decay = memory._gates(torch.randn(1, 3, config.dim))[2]
+    assert 0 < float(decay.max()) <= 1e-4
+
+
 SHORT = ["-c", str(REPO / "recipes/longctx/debug.yaml"), "--data.batch_size", "2", "--data.depths", "[0.5]",
          "--data.samples_per_cell", "1", "--trainer.val_check_interval", "2", *QUIET]
 

@@ -40,8 +40,16 @@ def load_weights(path: str, backbone: TitansBackbone, parts: Mapping[str, nn.Mod
             raise ValueError(f"{path}: the '{prefix}*' weights do not fit this model: {error}") from None
 
 
+#: TitansConfig fields a warm start may change: none changes a weight's shape or meaning. Dropout
+#: acts in training only; the gate starts are overwritten by the loaded gate weights; the backend
+#: computes the same function; the gate bounds (``memory_max_lr``, ``memory_max_decay``) scale what
+#: the loaded gates give, which a long second stage may tighten (docs/longctx.md).
+MAY_CHANGE = frozenset({"dropout", "memory_backend", "memory_init_lr_bias", "memory_init_momentum_bias",
+                        "memory_init_decay_bias", "memory_max_lr", "memory_max_decay"})
+
+
 def check_backbone_config(path: str, saved: Any, config: TitansConfig) -> None:
-    """The checkpoint's backbone must be built exactly like this one.
+    """The checkpoint's backbone must be built exactly like this one, but for :data:`MAY_CHANGE`.
 
     ``saved`` is the checkpoint's ``backbone`` hyperparameter: a TitansConfig, or (written by
     the CLI) its arguments as given, with size-coupled fields left None; either way it is
@@ -54,8 +62,7 @@ def check_backbone_config(path: str, saved: Any, config: TitansConfig) -> None:
     saved = saved.as_dict() if hasattr(saved, "as_dict") else dict(saved)
     names = {f.name for f in dataclasses.fields(TitansConfig)}
     saved = dataclasses.asdict(TitansConfig(**{k: v for k, v in saved.items() if k in names}))
-    # Dropout only acts in training: fine-tuning may change it.
-    differ = {k: (saved[k], v) for k, v in dataclasses.asdict(config).items() if k != "dropout" and saved[k] != v}
+    differ = {k: (saved[k], v) for k, v in dataclasses.asdict(config).items() if k not in MAY_CHANGE and saved[k] != v}
     if differ:
         fields = ", ".join(f"{k}: checkpoint {a!r} vs model {b!r}" for k, (a, b) in differ.items())
         raise ValueError(f"{path}: the checkpoint's backbone differs from model.init_args.backbone ({fields}); "
