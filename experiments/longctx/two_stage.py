@@ -19,10 +19,10 @@ Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<varia
 overrides reach all three commands; ``--stage2-set`` overrides reach the long stage and the test of
 its model (a model setting given there, such as ``model.backbone.memory_max_decay``, holds for
 both). ``--stage1-from NAME`` starts stage 2 from row ``NAME``'s stage 1 (run first if missing), so
-stage-2 settings are compared from one start. A stage whose run folder already holds its checkpoint
-is not run again, and a seed with a finished row is skipped, so an interrupted call resumes. Rows go to
-``<results>/<name>-seed<N>.json`` (minutes and validation of each stage, test exact match by
-length) and the table of every row to ``<results>/results.md``.
+stage-2 settings are compared from one start. A stage whose run folder holds a checkpoint of all
+its steps is not run again (one stopped early is), and a seed with a finished row is skipped, so an
+interrupted call resumes. Rows go to ``<results>/<name>-seed<N>.json`` (minutes and validation of
+each stage, test exact match by length) and the table of every row to ``<results>/results.md``.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from titans_lightning.runs import (
     Runner,
     cli_overrides,
     evaluate_checkpoint,
-    newest_version,
     read_metrics,
     run_titans,
     series,
 )
+from titans_lightning.safe_load import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE2 = REPO / "recipes" / "longctx" / "stage2_2048.yaml"  # the long stage's settings (a recipe fragment)
@@ -87,15 +87,22 @@ def accuracy_by_length(rows: list[dict[str, str]], prefix: str) -> dict[str, dic
     return by_step
 
 
+def finished_checkpoint(root: Path, steps: int) -> Optional[Path]:
+    """The newest ``last.ckpt`` under ``root`` that reached ``steps`` optimizer steps, or None (a
+    run still going, or stopped early, has a ``last.ckpt`` of fewer steps: not a finished stage)."""
+    found = sorted(root.glob("csv/version_*/checkpoints/last.ckpt"), key=lambda p: int(p.parents[1].name[8:]))
+    return next((c for c in reversed(found) if load_checkpoint(c, mmap=True).get("global_step", 0) >= steps), None)
+
+
 def fit_stage(run: Runner, args: list[str], root: Path) -> dict:
-    """Run one stage unless its folder holds ``last.ckpt``; its checkpoint, minutes and validation."""
-    done = sorted(root.glob("csv/version_*/checkpoints/last.ckpt"), key=lambda p: int(p.parents[1].name[8:]))
-    if not done:
+    """Run one stage unless its folder holds a finished ``last.ckpt``; its checkpoint, minutes and validation."""
+    steps = int(args[args.index("--trainer.max_steps") + 1])
+    if finished_checkpoint(root, steps) is None:
         run(["fit", *args])
-    version = done[-1].parents[1] if done else newest_version(root / "csv")
-    checkpoint = version / "checkpoints" / "last.ckpt"
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"{checkpoint}: the stage ended without its last checkpoint")
+    checkpoint = finished_checkpoint(root, steps)
+    if checkpoint is None:
+        raise FileNotFoundError(f"{root}: the stage ended without a last checkpoint at step {steps}")
+    version = checkpoint.parents[1]
     config, metrics = version / "config.yaml", version / "metrics.csv"
     minutes = (os.path.getmtime(checkpoint) - os.path.getmtime(config)) / 60 if config.exists() else None
     return {"checkpoint": str(checkpoint.relative_to(REPO) if checkpoint.is_relative_to(REPO) else checkpoint),

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import pytest
+import torch
 
 from experiments.longctx import two_stage
 
 
-def fake_titans(calls: list[list[str]]):
-    """Writes what a finished ``titans fit`` / ``titans test`` writes into its root folder."""
+def fake_titans(calls: list[list[str]], stop_at: Optional[int] = None):
+    """Writes what a finished ``titans fit`` / ``titans test`` writes into its root folder (a fit's
+    last checkpoint at its ``max_steps``, or at ``stop_at``: a run stopped early)."""
     def run(args: list[str]) -> None:
         calls.append(args)
         root = Path(args[args.index("--trainer.default_root_dir") + 1]) / "csv"
@@ -21,7 +24,8 @@ def fake_titans(calls: list[list[str]]):
         (version / "checkpoints").mkdir(parents=True)
         (version / "config.yaml").write_text("{}\n")
         if args[0] == "fit":
-            (version / "checkpoints" / "last.ckpt").write_bytes(b"")
+            steps = int(args[args.index("--trainer.max_steps") + 1]) if stop_at is None else stop_at
+            torch.save({"global_step": steps}, version / "checkpoints" / "last.ckpt")
             lines = ["epoch,step,val/needle_acc/2048,val/needle_acc/512", "0,199,0.25,0.5", "0,399,0.5,1.0"]
         else:
             lines = ["epoch,step,test/needle_acc/2048,test/needle_acc/65536", "0,0,1.0,0.4"]
@@ -95,3 +99,19 @@ def test_rows_compared_from_one_stage_one(tmp_path: Path) -> None:
     assert "/capped-seed0/stage2" in second[second.index("--trainer.default_root_dir") + 1]
     assert [args[args.index("--model.backbone.memory_max_decay") + 1] for args in calls] == ["1e-4", "1e-4"]
     assert row["stage1_from"] == "base" and row["stage1"]["checkpoint"].startswith(start)
+
+
+def test_a_stage_stopped_early_is_run_again(tmp_path: Path) -> None:
+    """A stage whose last checkpoint is at step 2 of its 10 (killed, or still running) is not taken
+    as finished: the call that ran it fails naming it, the next call runs the stage again and the
+    row uses the new, finished checkpoint."""
+    a = two_stage.parse_args(["--variant", "lmm", "--stage1-steps", "10", "--stage2-steps", "4",
+                              "--test-lengths", "2048", "--work", str(tmp_path / "work"),
+                              "--results", str(tmp_path / "results")])
+    calls: list[list[str]] = []
+    with pytest.raises(FileNotFoundError, match="stage1: the stage ended without a last checkpoint at step 10"):
+        two_stage.run_seed(a, 0, fake_titans(calls, stop_at=2))
+    calls.clear()
+    row = two_stage.run_seed(a, 0, fake_titans(calls))
+    assert [c[0] for c in calls] == ["fit", "fit", "test"]
+    assert row["stage1"]["checkpoint"].endswith("stage1/csv/version_1/checkpoints/last.ckpt")
