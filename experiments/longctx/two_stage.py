@@ -140,14 +140,15 @@ def table(results: Path) -> str:
     """Markdown: one line per finished row, test exact match by length, stage minutes."""
     rows = [json.loads(p.read_text()) for p in sorted(results.glob("*-seed*.json"))]
     lengths = sorted({int(n) for r in rows for n in r["test"]})
-    head = ["name", "variant", "seed", "decay init", "steps (stage 1 + 2)", *[f"{n:,}" for n in lengths],
-            "minutes (1 + 2)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * len(lengths) + "---|"]
+    head = ["name", "variant", "seed", "decay init", "steps (stage 1 + 2)", "test samples per length",
+            *[f"{n:,}" for n in lengths], "minutes (1 + 2)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (1 + len(lengths)) + "---|"]
     for r in rows:
         cells = [f"{r['test'][str(n)]:g} %" if str(n) in r["test"] else "" for n in lengths]
         minutes = f"{r['stage1']['minutes']} + {r['stage2']['minutes']}"
         lines.append(f"| {r['name']} | {r['variant']} | {r['seed']} | {r['decay_init']:g} | "
-                     f"{r['stage1_steps']} + {r['stage2_steps']} | " + " | ".join(cells) + f" | {minutes} |")
+                     f"{r['stage1_steps']} + {r['stage2_steps']} | {r.get('test_samples_per_length', '')} | "
+                     + " | ".join(cells) + f" | {minutes} |")
     return "\n".join(lines)
 
 

@@ -65,7 +65,7 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
     calls.clear()  # both stages hold their checkpoints: only the test runs again
     two_stage.run_seed(a, 1, fake_titans(calls))
     assert [c[0] for c in calls] == ["test"]
-    assert "| mac_d-12 | mac | 1 | -12 | 10 + 4 | 100 % | 40 % |" in two_stage.table(tmp_path / "results")
+    assert "| mac_d-12 | mac | 1 | -12 | 10 + 4 | 10 | 100 % | 40 % |" in two_stage.table(tmp_path / "results")
 
 
 def test_a_finished_row_is_kept_and_a_bad_override_is_named(tmp_path: Path, monkeypatch) -> None:
@@ -76,7 +76,7 @@ def test_a_finished_row_is_kept_and_a_bad_override_is_named(tmp_path: Path, monk
     (results / "lmm_d-12-seed0.json").write_text(json.dumps(row))
     monkeypatch.setattr(two_stage, "run_seed", lambda *a: pytest.fail("a finished seed ran again"))
     two_stage.main(["--results", str(results), "--work", str(tmp_path / "work")])
-    assert "| lmm_d-12 | lmm | 0 | -12 | 1 + 1 | 100 % | 1.0 + 2.0 |" in (results / "results.md").read_text()
+    assert "| lmm_d-12 | lmm | 0 | -12 | 1 + 1 |  | 100 % | 1.0 + 2.0 |" in (results / "results.md").read_text()
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         two_stage.parse_args(["--set", "model.tbptt_segment"])
 
