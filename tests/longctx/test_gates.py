@@ -1,5 +1,5 @@
 """``experiments/longctx/gates.py`` on a real (debug, MAC) needle checkpoint: one row per memory,
-each gate within its range, the filler and needle masks where the sample puts them; a model's
+each gate within its range, means and maxima over hand-made masks; a model's
 forget-gate bound shows in what it reads; a model without memory is refused by name."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_every_memory_s_gates_on_filler_and_needle(debug_run: Path, tmp_path: Pa
     assert "| 0 | alpha |" in capsys.readouterr().out
 
 
-def test_the_masks_cover_the_needle_sentence_and_leave_out_the_question() -> None:
+def test_summarise_takes_mean_and_max_over_each_mask() -> None:
     theta = torch.arange(10.0)[None]  # one stream, gate value = position
     filler = torch.tensor([False, True, True, False, False, True, True, False, False, False])
     needle = torch.tensor([False, False, False, True, True, False, False, False, False, False])
