@@ -37,6 +37,7 @@ from titans_lightning.streaming import answer_nll, greedy_answer, read_prompt
 from titans_lightning.tasks.lm import LanguageModelingTask
 from titans_lightning.tasks.schedules import AdamW, WarmupCosine
 from titans_lightning.tasks.warm_start import load_weights
+from titans_lightning.tasks.write_rate import collect_write_rates, mean_write_rate
 
 
 def answer_span(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -167,8 +168,13 @@ class NeedleTask(LanguageModelingTask):
             built, the optimizer, step and schedule start fresh (to train on long haystacks from a
             model trained on short ones). A resumed or tested checkpoint of this run then
             overwrites them with its own weights.
+        write_penalty: adds this times the memories' mean write rate (theta_t / max_lr over every
+            memory, token and head of the step, see :mod:`write_rate`) to the training loss, so
+            the memories learn to write little where the task needs nothing kept (the filler)
+            and strongly where it does (the needle). 0 = the paper's loss.
 
-    Logged: ``train/loss``; ``val/loss`` (answer tokens, teacher-forced through the streaming
+    Logged: ``train/loss``, ``train/write_rate`` (the mean write rate, variants with a memory);
+    ``val/loss`` (answer tokens, teacher-forced through the streaming
     state), ``val/needle_acc`` (exact match, the checkpoint monitor) and
     ``val/needle_acc/<length>`` per context length; the same under ``test/``.
     """
@@ -192,13 +198,17 @@ class NeedleTask(LanguageModelingTask):
         compile: bool = False,
         tbptt_segment: Optional[int] = None,
         pretrained: Optional[str] = None,
+        write_penalty: float = 0.0,
     ) -> None:
         super().__init__(backbone, optimizer, lr_scheduler, data_sizes, tie_weights, max_new_tokens, temperature, top_k,
                          activation_checkpointing, compile)
         if context_loss_weight < 0 or eval_chunk < 1 or (tbptt_segment is not None and tbptt_segment < 1):
             raise ValueError(f"NeedleTask: expected context_loss_weight >= 0, eval_chunk >= 1 and tbptt_segment >= 1 "
                              f"or None, got {context_loss_weight}, {eval_chunk} and {tbptt_segment}")
+        if write_penalty < 0:
+            raise ValueError(f"NeedleTask: expected write_penalty >= 0, got {write_penalty}")
         self.context_loss_weight, self.eval_chunk, self.tbptt_segment = context_loss_weight, eval_chunk, tbptt_segment
+        self.write_penalty = write_penalty
         self.pretrained = pretrained
 
     def build_head(self) -> nn.Module:
@@ -222,16 +232,25 @@ class NeedleTask(LanguageModelingTask):
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Mean cross-entropy over the answer tokens (``loss_mask``), plus ``context_loss_weight``
-        times the mean over every token; outputs = (logits (B, T, V), per-token nll (B, T))."""
+        times the mean over every token, plus ``write_penalty`` times the mean write rate;
+        outputs = (logits (B, T, V), per-token nll (B, T))."""
         if "loss_mask" not in batch:
             raise KeyError("NeedleTask: the batch has no 'loss_mask' (expected the needle DataModule's batches)")
-        logits = self.head.logits(self.hidden_states(self.head.embed(batch["input"]))).float()  # fp32 softmax
+        with collect_write_rates(self.backbone) as rates:
+            hidden = self.hidden_states(self.head.embed(batch["input"]))
+        logits = self.head.logits(hidden).float()  # fp32 softmax
         target = batch["target"]
         nll = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
         mask = batch["loss_mask"]
         loss = (nll * mask).sum() / mask.sum().clamp_min(1)
         if self.context_loss_weight:
             loss = loss + self.context_loss_weight * nll.mean()
+        if rates:
+            write_rate = mean_write_rate(rates)
+            if self.training:
+                self.log("train/write_rate", write_rate.detach(), sync_dist=True, batch_size=target.shape[0])
+            if self.write_penalty:
+                loss = loss + self.write_penalty * write_rate
         return loss, (logits, nll)
 
     def build_metrics(self) -> dict[str, Metric]:
