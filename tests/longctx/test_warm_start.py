@@ -112,3 +112,23 @@ def test_the_stage2_fragment_trains_from_the_stage1_checkpoint(tmp_path):
     assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.001
     assert config["data"]["init_args"]["test_lengths"] == [2048, 4096, 16384, 65536]
     assert sorted(series(read_metrics(run), "train/loss")) == [0, 1]
+
+
+def test_the_long_memory_mac_commands_train_both_stages(tmp_path):
+    """The two documented commands of recipes/longctx/long_memory.yaml at a debug size: stage 1 with
+    the bounded forget gate, stage 2 from it with the stage-2 and write-penalty fragments."""
+    fragment = ["-c", str(REPO / "recipes/longctx/long_memory.yaml")]
+    main(["fit", *SHORT, *fragment, "--trainer.default_root_dir", str(tmp_path / "short"), "--trainer.max_steps", "2"])
+    checkpoint = tmp_path / "short" / "csv" / "version_0" / "checkpoints" / "last.ckpt"
+    long = tmp_path / "long"
+    main(["fit", "-c", str(REPO / "recipes/longctx/debug.yaml"), *fragment,
+          "-c", str(REPO / "recipes/longctx/stage2_2048.yaml"), "-c", str(REPO / "recipes/longctx/write_penalty.yaml"),
+          "--model.pretrained", str(checkpoint), "--trainer.default_root_dir", str(long), "--data.depths", "[0.5]",
+          "--data.train_length", "256", "--model.tbptt_segment", "64", "--data.eval_lengths", "[256]",
+          "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", *QUIET])
+    run = long / "csv" / "version_0"
+    model = yaml.safe_load((run / "config.yaml").read_text())["model"]["init_args"]
+    assert model["write_penalty"] == 1.0 and model["tbptt_segment"] == 64
+    assert model["backbone"]["memory_max_decay"] == 0.0001 and model["backbone"]["memory_init_decay_bias"] == -12.0
+    rates = series(read_metrics(run), "train/write_rate")
+    assert sorted(rates) == [0, 1] and all(0 < r < 1 for r in rates.values())
