@@ -1,5 +1,6 @@
 """Small callbacks shared by every domain: figures to W&B and PNG, training throughput (with
-model FLOPs and MFU), the float32 matmul precision (TF32 on GPUs).
+model FLOPs and MFU), the float32 matmul precision (TF32 on GPUs), a checkpoint whose
+``last.ckpt`` is the last validated step.
 
 A domain plots by subclassing :class:`FigureLogger` and writing ``make_figures``; a recipe adds
 it under ``trainer.callbacks``. ``run_directory`` names the folder of a run (the one that holds
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -218,3 +219,23 @@ class MatmulPrecision(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         torch.set_float32_matmul_precision(self.precision)
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose ``last.ckpt`` follows every validation, whether or not the
+    monitored metric improved.
+
+    Lightning 2.6 writes ``last.ckpt`` at the end of a validation only when that validation also
+    saved a top-k checkpoint: a run whose monitor did not improve at its final validation keeps
+    a ``last.ckpt`` of an earlier step, and whatever starts from it (a second training stage,
+    fine-tuning, ``--ckpt_path`` to resume) silently loses the steps after it. This class writes
+    ``last.ckpt`` after every validation of a fit (``save_last`` on) as Lightning did before; the
+    top-k checkpoints are kept as ``ModelCheckpoint`` keeps them. The default checkpoint of
+    ``titans`` runs and the recipes' own checkpoints are this class.
+    """
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
+                and not self._should_save_on_train_epoch_end(trainer)):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

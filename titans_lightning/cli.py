@@ -30,7 +30,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from titans_lightning.callbacks import run_directory
+from titans_lightning.callbacks import BestAndLastCheckpoint, run_directory
 from titans_lightning.errors import TRACEBACK_VARIABLE, input_errors_as_one_line
 from titans_lightning.export import ExportError
 from titans_lightning.export import main as export_main
@@ -136,7 +136,7 @@ class TitansCLI(LightningCLI):
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in present):
             defaults.append(RichProgressBar())
         if config.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in present):
-            defaults.append(ModelCheckpoint(
+            defaults.append(BestAndLastCheckpoint(
                 monitor=getattr(self.model, "monitor", None),
                 mode=getattr(self.model, "monitor_mode", "min"),
                 filename="best-{step}",
