@@ -222,20 +222,31 @@ class MatmulPrecision(Callback):
 
 
 class BestAndLastCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` whose ``last.ckpt`` follows every validation, whether or not the
-    monitored metric improved.
+    """``ModelCheckpoint`` whose ``last.ckpt`` is rewritten whenever a checkpoint is due, whether or
+    not the monitored metric improved.
 
-    Lightning 2.6 writes ``last.ckpt`` at the end of a validation only when that validation also
-    saved a top-k checkpoint: a run whose monitor did not improve at its final validation keeps
-    a ``last.ckpt`` of an earlier step, and whatever starts from it (a second training stage,
+    Lightning 2.6 writes ``last.ckpt`` only when the same validation (or epoch end) also saved a
+    top-k checkpoint: a run whose monitor did not improve at its final validation keeps a
+    ``last.ckpt`` of an earlier step, and whatever starts from it (a second training stage,
     fine-tuning, ``--ckpt_path`` to resume) silently loses the steps after it. This class writes
-    ``last.ckpt`` after every validation of a fit (``save_last`` on) as Lightning did before; the
-    top-k checkpoints are kept as ``ModelCheckpoint`` keeps them. The default checkpoint of
-    ``titans`` runs and the recipes' own checkpoints are this class.
+    ``last.ckpt`` (``save_last`` on) where ``ModelCheckpoint`` considers saving, as Lightning did
+    before: after every validation of a fit, or at every training epoch's end where
+    ``ModelCheckpoint`` saves there (one validation per epoch, or none). The top-k checkpoints are
+    kept as ``ModelCheckpoint`` keeps them. The default checkpoint of ``titans`` runs and the
+    recipes' own checkpoints are this class.
     """
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_unless_saved(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
-        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
-                and not self._should_save_on_train_epoch_end(trainer)):
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_unless_saved(trainer)
+
+    def _save_last_unless_saved(self, trainer: Trainer) -> None:
+        """``last.ckpt`` of this step, unless a checkpoint of this step was written already."""
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
