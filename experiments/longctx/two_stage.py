@@ -19,7 +19,10 @@ Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<varia
 overrides reach all three commands; ``--stage2-set`` overrides reach the long stage and the test of
 its model (a model setting given there, such as ``model.backbone.memory_max_decay``, holds for
 both). ``--stage1-from NAME`` starts stage 2 from row ``NAME``'s stage 1 (run first if missing), so
-stage-2 settings are compared from one start. A stage whose run folder holds a checkpoint of all
+stage-2 settings are compared from one start. ``--continue-from NAME`` skips stage 1: the long
+stage starts from row ``NAME``'s finished model (its stage 2, same seed), e.g. multi-key needles
+trained from a single-needle model; the row's first stage is then ``NAME``'s whole training (its
+steps and minutes). A stage whose run folder holds a checkpoint of all
 its steps is not run again (one stopped early is), and a seed with a finished row is skipped, so an
 interrupted call resumes. Rows go to ``<results>/<name>-seed<N>.json`` (minutes and validation of
 each stage, test exact match by length) and the table of every row to ``<results>/results.md``.
@@ -110,13 +113,30 @@ def fit_stage(run: Runner, args: list[str], root: Path) -> dict:
             "val": accuracy_by_length(read_metrics(version), "val") if metrics.exists() else {}}
 
 
+def continued_row(a: argparse.Namespace, seed: int) -> tuple[dict, int]:
+    """``(first stage, its steps)`` of a row continued from row ``a.continue_from``'s finished model:
+    that row's stage-2 checkpoint, with the minutes and steps of both its stages."""
+    path = Path(a.results) / f"{a.continue_from}-seed{seed}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: --continue-from {a.continue_from} needs that row's seed {seed} "
+                                f"finished first (two_stage.py --name {a.continue_from} ...)")
+    prior = json.loads(path.read_text())
+    minutes = [prior[s]["minutes"] for s in ("stage1", "stage2")]
+    first = {"checkpoint": prior["stage2"]["checkpoint"], "from_row": a.continue_from,
+             "minutes": None if None in minutes else round(sum(minutes), 1), "val": {}}
+    return first, prior["stage1_steps"] + prior["stage2_steps"]
+
+
 def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> dict:
     """Both stages and the test of one seed; the row (also written under ``a.results``)."""
     work = Path(a.work) / f"{a.name}-seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
     run = run or partial(titans, log=work / "commands.log")
     stage1 = Path(a.work) / f"{a.stage1_from or a.name}-seed{seed}" / "stage1"  # shared by rows that name it
-    first = fit_stage(run, stage_args(a, 1, stage1, seed, None), stage1)
+    if a.continue_from:
+        first, stage1_steps = continued_row(a, seed)
+    else:
+        first, stage1_steps = fit_stage(run, stage_args(a, 1, stage1, seed, None), stage1), a.stage1_steps
     start = REPO / first["checkpoint"]  # an absolute path stays as it is
     second = fit_stage(run, stage_args(a, 2, work / "stage2", seed, start), work / "stage2")
     checkpoint = REPO / second["checkpoint"]
@@ -125,8 +145,9 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
                  "--data.test_samples_per_cell", str(a.test_samples), *a.set, *a.stage2_set]
     test = evaluate_checkpoint(run, test_args, checkpoint, test_root)
     row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
-           "stage1_steps": a.stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
+           "stage1_steps": stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
            "tbptt": a.tbptt, "overrides": " ".join(a.set), "stage1_from": a.stage1_from,
+           "continue_from": a.continue_from,
            "stage2_overrides": " ".join(a.stage2_set), "stage1": first, "stage2": second,
            "test_samples_per_length": 5 * a.test_samples,  # the recipes' five depths
            "test": {str(n): round(100 * test[f"needle_acc/{n}"], 1) for n in a.test_lengths}}
@@ -163,6 +184,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     model, data = stage2["model"]["init_args"], stage2["data"]["init_args"]
     p.add_argument("--stage1-from", default=None, metavar="NAME",
                    help="start stage 2 from row NAME's stage 1 (run first if missing), to compare stage-2 settings")
+    p.add_argument("--continue-from", default=None, metavar="NAME",
+                   help="no stage 1: the long stage starts from row NAME's finished model (same seed)")
     p.add_argument("--stage2-steps", type=int, default=stage2["trainer"]["max_steps"])
     p.add_argument("--stage2-length", type=int, default=data["train_length"])
     p.add_argument("--stage2-batch", type=int, default=data["batch_size"])
@@ -177,6 +200,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--results", default=str(REPO / "experiments" / "longctx" / "two_stage"))
     p.add_argument("--work", default="runs/longctx/two_stage")
     a = p.parse_args(argv)
+    if a.continue_from and a.stage1_from:
+        p.error("--continue-from and --stage1-from both name the long stage's start: give one")
     a.name = a.name or f"{a.variant}_d{a.decay_init:g}"
     a.set, a.stage2_set = cli_overrides(a.set), cli_overrides(a.stage2_set, "--stage2-set")
     a.work = str(REPO / a.work) if not Path(a.work).is_absolute() else a.work

@@ -115,3 +115,29 @@ def test_a_stage_stopped_early_is_run_again(tmp_path: Path) -> None:
     row = two_stage.run_seed(a, 0, fake_titans(calls))
     assert [c[0] for c in calls] == ["fit", "fit", "test"]
     assert row["stage1"]["checkpoint"].endswith("stage1/csv/version_1/checkpoints/last.ckpt")
+
+
+def test_a_row_continued_from_another_rows_model(tmp_path: Path) -> None:
+    """``--continue-from``: no stage 1; the long stage starts from the named row's stage-2
+    checkpoint (same seed) with this row's overrides, and the row counts that row's steps and
+    minutes as its first stage. A missing start row is named; it cannot be given with --stage1-from."""
+    common = ["--variant", "mac", "--stage1-steps", "10", "--stage2-steps", "4", "--test-lengths", "2048",
+              "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
+    calls: list[list[str]] = []
+    base = two_stage.run_seed(two_stage.parse_args([*common, "--name", "single"]), 1, fake_titans(calls))
+    calls.clear()
+    a = two_stage.parse_args([*common, "--name", "multikey", "--continue-from", "single",
+                              "--set", "data.task=multikey"])
+    row = two_stage.run_seed(a, 1, fake_titans(calls))
+    assert [c[0] for c in calls] == ["fit", "test"]
+    second, test = calls
+    assert second[second.index("--model.pretrained") + 1] == str(two_stage.REPO / base["stage2"]["checkpoint"])
+    assert [args[args.index("--data.task") + 1] for args in calls] == ["multikey", "multikey"]
+    assert "/multikey-seed1/stage2" in second[second.index("--trainer.default_root_dir") + 1]
+    assert row["stage1_steps"] == 14 and row["continue_from"] == "single"
+    assert row["stage1"]["from_row"] == "single" and row["stage1"]["checkpoint"] == base["stage2"]["checkpoint"]
+    assert row["stage1"]["minutes"] == round(base["stage1"]["minutes"] + base["stage2"]["minutes"], 1)
+    with pytest.raises(FileNotFoundError, match="single-seed0.json: --continue-from single needs that row's seed 0"):
+        two_stage.run_seed(a, 0, fake_titans(calls))
+    with pytest.raises(SystemExit):
+        two_stage.parse_args([*common, "--continue-from", "single", "--stage1-from", "single"])
