@@ -14,7 +14,8 @@ time trains), then the test grid of the recipe's DataModule (its task, needle an
 ``--lengths`` (``--samples`` per cell: one count, or one per length) is read ``--eval-chunk``
 tokens at a time (default: the checkpoint's ``eval_chunk``) from the last checkpoint and answered
 greedily (``NeedleTask.answer``). ``--skip-fit`` scores the newest existing runs; ``--checkpoint``
-scores one given checkpoint (in its ``titans fit`` run folder) and trains nothing. The transformer
+scores one given checkpoint (in its ``titans fit`` run folder) and trains nothing; ``--haystack``
+tests on another haystack than the run's (``text``: the shipped Shakespeare, up to ~505K tokens). The transformer
 (its KV cache grows with the context) is read only up to ``--max-full-attention-length`` tokens;
 longer lengths are marked "not run (memory)".
 
@@ -97,10 +98,11 @@ def runnable(variant: str, lengths: list[int], max_full_attention: int) -> tuple
 
 
 def test_grid(checkpoint: Path, lengths: list[int], depths: list[float], samples: list[int],
-              batch: int) -> NeedleDataModule:
-    """The test grid of the run's DataModule (its task, needle, haystack) at ``lengths``, with
-    ``samples[i]`` samples per cell of ``lengths[i]``."""
+              batch: int, haystack: Optional[str] = None) -> NeedleDataModule:
+    """The test grid of the run's DataModule (its task, needle, haystack unless ``haystack`` names
+    another) at ``lengths``, with ``samples[i]`` samples per cell of ``lengths[i]``."""
     config = yaml.safe_load((checkpoint.parent.parent / "config.yaml").read_text())["data"]["init_args"]
+    config = {**config, "haystack": haystack or config.get("haystack", "noise")}
     dm = NeedleDataModule(**{k: config[k] for k in DATA_KEYS if k in config}, eval_lengths=lengths[:1],
                           test_lengths=lengths, test_samples_per_cell=samples, depths=depths, batch_size=batch)
     dm.setup("test")
@@ -134,11 +136,12 @@ def evaluate(checkpoint: Path, variant: str, args: argparse.Namespace) -> dict:
               "accuracy": [], "counts": [], "seconds": [], "overall": float("nan"), "eval_seconds": 0.0,
               "answer_nll_by_length": {}}
     if lengths:
-        dm = test_grid(checkpoint, lengths, args.depths, samples, args.batch)
+        dm = test_grid(checkpoint, lengths, args.depths, samples, args.batch, args.haystack)
         start = time.perf_counter()
         metric, nll_by_length = score(task, dm, args.device)
         lengths_, depths_, accuracy, counts = metric.table()
-        result.update(task=dm.task, needle=dm.needle, needle_len=dm.needle_len, lengths=lengths_, depths=depths_,
+        result.update(task=dm.task, haystack=dm.haystack_kind, needle=dm.needle, needle_len=dm.needle_len,
+                      lengths=lengths_, depths=depths_,
                       accuracy=accuracy.tolist(), counts=counts.tolist(), seconds=metric.seconds_table().tolist(),
                       overall=float(metric.compute()), eval_seconds=time.perf_counter() - start,
                       values=dm.spec.num_values if dm.task == "multivalue" else 1,
@@ -177,6 +180,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--eval-chunk", type=int, default=None, help="tokens per backbone call (default: the task's)")
     parser.add_argument("--max-full-attention-length", type=int, default=16384,
                         help="longest context the transformer reads (its KV cache grows); longer: not run")
+    parser.add_argument("--haystack", choices=["noise", "text"], default=None,
+                        help="the test haystack (default: the run's own); text: the shipped Shakespeare (~505K tokens)")
     parser.add_argument("--device", default="cpu", help="where the checkpoints are evaluated: cpu, cuda, ...")
     parser.add_argument("--out", type=Path, default=Path("runs/longctx/bench"))
     parser.add_argument("--parallel", action="store_true", help="train the variants side by side")
@@ -194,8 +199,9 @@ def report(name: str, r: dict, out: Path) -> None:
     """Print one evaluation; write its table (``niah_<name>.md``) and heatmap (``niah_<name>.png``)."""
     symbols = CHANCE.get(r.get("needle"))
     chance = f"{symbols ** -(r['needle_len'] * r['values']):.0e}" if symbols and r["lengths"] else "n/a"
-    head = (f"## {name}: {r.get('task', 'single')} task, {r['steps']} steps in {r['fit_minutes']:.1f} min (last "
-            f"train loss {r['final_train_loss']:.3f}), grid evaluated in {r['eval_seconds']:.0f} s reading "
+    head = (f"## {name}: {r.get('task', 'single')} task, {r.get('haystack', 'noise')} haystack, {r['steps']} steps "
+            f"in {r['fit_minutes']:.1f} min (last train loss {r['final_train_loss']:.3f}), grid evaluated in "
+            f"{r['eval_seconds']:.0f} s reading "
             f"{r['eval_chunk']} tokens per call, overall {100 * r['overall']:.1f}% (chance {chance})")
     losses = ", ".join(f"{int(n):,}: {v:.3f}" for n, v in r["answer_nll_by_length"].items())
     print(f"\n{head}\n{r['table']}\nanswer loss per token (nats) by length: {losses}", flush=True)

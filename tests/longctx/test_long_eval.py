@@ -142,3 +142,22 @@ def test_cells_past_the_full_attention_limit_are_marked_not_run(debug_run: Path)
     result = experiment.evaluate(debug_run / "checkpoints" / "last.ckpt", "transformer", args)
     assert result["lengths"] == [110] and result["not_run"] == [130]
     assert result["table"].splitlines()[-1] == "| 130 | - | not run (memory) | - | - |"
+
+
+def test_a_checkpoint_is_scored_on_another_haystack(debug_run: Path, tmp_path: Path, monkeypatch):
+    """``--haystack text`` reads the shipped Shakespeare around the needle of a noise-trained run
+    (the run's other data settings kept), and the table says which haystack it scored."""
+    monkeypatch.chdir(Path(experiment.REPO))  # the recipe's haystack_path is relative to the repository
+    checkpoint = debug_run / "checkpoints" / "last.ckpt"
+
+    def filler(haystack):
+        dm = experiment.test_grid(checkpoint, [400], [1.0], [1], 1, haystack=haystack)
+        return dm.haystack_kind, bytes(next(iter(dm.test_dataloader()))["input"][0, 1:300].tolist())
+
+    (own, noise), (other, text) = filler(None), filler("text")
+    assert (own, other) == ("noise", "text")
+    assert b"The grass is green" in noise and b"The grass is green" not in text and text.strip()
+    experiment.main(["--checkpoint", str(checkpoint), "--lengths", "200", "--samples", "1", "--depths", "0.5",
+                     "--batch", "1", "--eval-chunk", "64", "--haystack", "text", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "niah.json").read_text())["mac"]["haystack"] == "text"
+    assert "single task, text haystack" in (tmp_path / "niah_mac.md").read_text()
