@@ -16,7 +16,8 @@ Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<varia
    length and depth, depths 0, 0.25, 0.5, 0.75, 1) through the streaming state.
 
 ``--decay-init`` (the forget gate's initial logit, ``memory_init_decay_bias``) and ``--set``
-overrides reach all three commands; ``--stage2-set`` overrides reach the long stage and the test of
+overrides reach all three commands; ``--stage1-set`` ones the short stage only (e.g. its length,
+for needles that do not fit in 128 tokens); ``--stage2-set`` ones the long stage and the test of
 its model (a model setting given there, such as ``model.backbone.memory_max_decay``, holds for
 both). ``--stage1-from NAME`` starts stage 2 from row ``NAME``'s stage 1 (run first if missing), so
 stage-2 settings are compared from one start. ``--continue-from NAME`` skips stage 1: the long
@@ -72,7 +73,8 @@ def stage_args(a: argparse.Namespace, stage: int, root: Path, seed: int, start: 
     steps = a.stage1_steps if stage == 1 else a.stage2_steps
     schedule = ["--trainer.max_steps", str(steps), "--trainer.val_check_interval", str(max(1, steps // 2))]
     if stage == 1:
-        return [*common, *schedule, "--data.eval_lengths", "[128, 512, 2048]", "--data.samples_per_cell", "4", *a.set]
+        return [*common, *schedule, "--data.eval_lengths", "[128, 512, 2048]", "--data.samples_per_cell", "4", *a.set,
+                *a.stage1_set]
     return [*common[:2], "-c", str(STAGE2), *common[2:], *schedule, "--model.pretrained", str(start),
             "--data.train_length", str(a.stage2_length), "--data.batch_size", str(a.stage2_batch),
             "--model.optimizer.init_args.lr", str(a.stage2_lr), "--model.tbptt_segment", str(a.tbptt), *a.set,
@@ -147,7 +149,7 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
            "stage1_steps": stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,
            "tbptt": a.tbptt, "overrides": " ".join(a.set), "stage1_from": a.stage1_from,
-           "continue_from": a.continue_from,
+           "continue_from": a.continue_from, "stage1_overrides": " ".join(a.stage1_set),
            "stage2_overrides": " ".join(a.stage2_set), "stage1": first, "stage2": second,
            "test_samples_per_length": 5 * a.test_samples,  # the recipes' five depths
            "test": {str(n): round(100 * test[f"needle_acc/{n}"], 1) for n in a.test_lengths}}
@@ -195,6 +197,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--test-samples", type=int, default=data["test_samples_per_cell"], help="per length and depth")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra overrides for all three commands, e.g. model.backbone.memory_init_lr_bias=-2")
+    p.add_argument("--stage1-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for stage 1 only, e.g. data.train_length=512")
     p.add_argument("--stage2-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra overrides for stage 2 and its test, e.g. model.context_loss_weight=0")
     p.add_argument("--results", default=str(REPO / "experiments" / "longctx" / "two_stage"))
@@ -204,6 +208,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         p.error("--continue-from and --stage1-from both name the long stage's start: give one")
     a.name = a.name or f"{a.variant}_d{a.decay_init:g}"
     a.set, a.stage2_set = cli_overrides(a.set), cli_overrides(a.stage2_set, "--stage2-set")
+    a.stage1_set = cli_overrides(a.stage1_set, "--stage1-set")
     a.work = str(REPO / a.work) if not Path(a.work).is_absolute() else a.work
     return a
 

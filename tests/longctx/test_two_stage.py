@@ -37,7 +37,8 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
     a = two_stage.parse_args(["--variant", "mac", "--decay-init", "-12", "--stage1-steps", "10", "--stage2-steps", "4",
                               "--test-lengths", "2048", "65536", "--work", str(tmp_path / "work"),
                               "--results", str(tmp_path / "results"), "--set", "model.backbone.memory_init_lr_bias=-2",
-                              "--stage2-set", "model.context_loss_weight=0"])
+                              "--stage2-set", "model.context_loss_weight=0",
+                              "--stage1-set", "data.train_length=512", "data.eval_lengths=[512]"])
     calls: list[list[str]] = []
     row = two_stage.run_seed(a, 1, fake_titans(calls))
     first, second, test = calls
@@ -50,6 +51,10 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
     assert "--model.pretrained" not in first and "--model.tbptt_segment" not in first
     assert [args.count("--model.context_loss_weight") for args in calls] == [0, 1, 1]  # the long stage and its test
     assert second[second.index("--model.context_loss_weight") + 1] == "0"
+    assert [args.count("--data.train_length") for args in calls] == [1, 1, 0]  # stage 1's own, then stage 2's
+    assert first[first.index("--data.train_length") + 1] == "512"
+    assert first[len(first) - 1 - first[::-1].index("--data.eval_lengths") + 1] == "[512]"  # after the default
+    assert row["stage1_overrides"] == "--data.train_length 512 --data.eval_lengths [512]"
     assert [a for a in second if a.endswith(".yaml")] == [first[first.index("-c") + 1], str(two_stage.STAGE2)]
     assert second[second.index("--model.pretrained") + 1].endswith("stage1/csv/version_0/checkpoints/last.ckpt")
     assert second[second.index("--data.train_length") + 1] == "2048"
