@@ -13,7 +13,8 @@ Per seed, three ``titans`` commands in fresh processes (``recipes/longctx/<varia
    cut every ``--tbptt`` tokens (the state carried across the cut); validation at 2,048 / 4,096 /
    16,384 tokens halfway and at the end (each option's default is the fragment's value);
 3. ``titans test`` of stage 2's last checkpoint at ``--test-lengths`` (``--test-samples`` per
-   length and depth, depths 0, 0.25, 0.5, 0.75, 1) through the streaming state.
+   length and depth, depths 0, 0.25, 0.5, 0.75, 1) through the streaming state, with the long
+   stage's data settings (the fragment, ``--stage2-length``), so that multi-needle tasks fit.
 
 ``--decay-init`` (the forget gate's initial logit, ``memory_init_decay_bias``) and ``--set``
 overrides reach all three commands; ``--stage1-set`` ones the short stage only (e.g. its length,
@@ -143,8 +144,10 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     second = fit_stage(run, stage_args(a, 2, work / "stage2", seed, start), work / "stage2")
     checkpoint = REPO / second["checkpoint"]
     test_root = work / "test"
-    test_args = [*base_args(a, test_root, seed), "--data.test_lengths", json.dumps(a.test_lengths),
-                 "--data.test_samples_per_cell", str(a.test_samples), *a.set, *a.stage2_set]
+    common = base_args(a, test_root, seed)  # with the long stage's data settings, which every task fits
+    test_args = [*common[:2], "-c", str(STAGE2), *common[2:], "--data.train_length", str(a.stage2_length),
+                 "--data.test_lengths", json.dumps(a.test_lengths), "--data.test_samples_per_cell",
+                 str(a.test_samples), *a.set, *a.stage2_set]
     test = evaluate_checkpoint(run, test_args, checkpoint, test_root)
     row = {"name": a.name, "variant": a.variant, "seed": seed, "decay_init": a.decay_init,
            "stage1_steps": stage1_steps, "stage2_steps": a.stage2_steps, "stage2_length": a.stage2_length,

@@ -51,7 +51,7 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
     assert "--model.pretrained" not in first and "--model.tbptt_segment" not in first
     assert [args.count("--model.context_loss_weight") for args in calls] == [0, 1, 1]  # the long stage and its test
     assert second[second.index("--model.context_loss_weight") + 1] == "0"
-    assert [args.count("--data.train_length") for args in calls] == [1, 1, 0]  # stage 1's own, then stage 2's
+    assert [args.count("--data.train_length") for args in calls] == [1, 1, 1]  # stage 1's own, then stage 2's
     assert first[first.index("--data.train_length") + 1] == "512"
     assert first[len(first) - 1 - first[::-1].index("--data.eval_lengths") + 1] == "[512]"  # after the default
     assert row["stage1_overrides"] == "--data.train_length 512 --data.eval_lengths [512]"
@@ -61,6 +61,8 @@ def test_two_stages_then_the_test_grid(tmp_path: Path) -> None:
     assert second[second.index("--model.tbptt_segment") + 1] == "256"
     assert second[second.index("--trainer.max_steps") + 1] == "4"
     assert test[test.index("--ckpt_path") + 1].endswith("stage2/csv/version_0/checkpoints/last.ckpt")
+    assert [a for a in test if a.endswith(".yaml")] == [a for a in second if a.endswith(".yaml")]
+    assert test[test.index("--data.train_length") + 1] == "2048"  # no 128-token setting a multi-needle task refuses
     assert json.loads(test[test.index("--data.test_lengths") + 1]) == [2048, 65536]
     assert row["test"] == {"2048": 100.0, "65536": 40.0} and row["test_samples_per_length"] == 10
     assert row["stage2_overrides"] == "--model.context_loss_weight 0"
