@@ -148,3 +148,32 @@ def test_a_row_continued_from_another_rows_model(tmp_path: Path) -> None:
         two_stage.run_seed(a, 0, fake_titans(calls))
     with pytest.raises(SystemExit):
         two_stage.parse_args([*common, "--continue-from", "single", "--stage1-from", "single"])
+
+
+def test_the_needle_count_curriculum_chains_its_stages(tmp_path: Path) -> None:
+    """``needle_curriculum.py``: one fit per needle count, each from the one before, with the
+    task's count key, length and steps; finished stages are not run again; counts per stage checked."""
+    from experiments.longctx import needle_curriculum
+
+    start = tmp_path / "single.ckpt"
+    a = needle_curriculum.parse_args(["--task", "multivalue", "--seed", "1", "--start", str(start),
+                                      "--out", str(tmp_path / "mv"), "--set", "model.write_penalty=1.0"])
+    calls: list[list[str]] = []
+    summary = needle_curriculum.run_curriculum(a, fake_titans(calls))
+    assert [c[0] for c in calls] == ["fit"] * 3
+    assert [c[c.index("--data.num_values") + 1] for c in calls] == ["1", "2", "4"]
+    assert [c[c.index("--data.train_length") + 1] for c in calls] == ["384", "512", "512"]
+    assert [c[c.index("--trainer.max_steps") + 1] for c in calls] == ["300", "500", "800"]
+    starts = [c[c.index("--model.pretrained") + 1] for c in calls]
+    assert starts[0] == str(start) and starts[1].endswith("mv/n1/csv/version_0/checkpoints/last.ckpt")
+    assert starts[2].endswith("mv/n2/csv/version_0/checkpoints/last.ckpt")
+    assert all(c[c.index("--data.task") + 1] == "multivalue" and "--model.write_penalty" in c for c in calls)
+    assert all(c[c.index("--seed_everything") + 1] == "1" for c in calls)
+    assert list(summary["stages"]) == ["n1", "n2", "n4"]
+    assert summary["stages"]["n4"]["val"]["399"] == {2048: 50.0, 512: 100.0}
+    assert json.loads((tmp_path / "mv" / "curriculum.json").read_text())["task"] == "multivalue"
+    calls.clear()
+    needle_curriculum.run_curriculum(a, fake_titans(calls))
+    assert calls == []
+    with pytest.raises(SystemExit):
+        needle_curriculum.parse_args(["--start", "x", "--counts", "1", "2", "--lengths", "384"])
