@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Optional
 
-from experiments.longctx.two_stage import REPO, fit_stage, titans
+if __package__ in (None, ""):  # run as a script: its sibling two_stage.py is importable from here
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from two_stage import REPO, fit_stage, titans
+else:
+    from .two_stage import REPO, fit_stage, titans
 from titans_lightning.runs import QUIET, Runner, cli_overrides
 
 COUNT_KEY = {"multikey": "num_needles", "multivalue": "num_values"}
