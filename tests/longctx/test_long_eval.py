@@ -138,7 +138,7 @@ def test_the_experiment_scores_a_given_checkpoint_timed_per_cell(debug_run: Path
 
 def test_cells_past_the_full_attention_limit_are_marked_not_run(debug_run: Path):
     args = Namespace(lengths=[110, 130], samples=[1], depths=[0.5], batch=1, eval_chunk=None, device="cpu",
-                     max_full_attention_length=120)
+                     max_full_attention_length=120, haystack=None)
     result = experiment.evaluate(debug_run / "checkpoints" / "last.ckpt", "transformer", args)
     assert result["lengths"] == [110] and result["not_run"] == [130]
     assert result["table"].splitlines()[-1] == "| 130 | - | not run (memory) | - | - |"
