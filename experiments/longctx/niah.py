@@ -15,9 +15,9 @@ time trains), then the test grid of the recipe's DataModule (its task, needle an
 tokens at a time (default: the checkpoint's ``eval_chunk``) from the last checkpoint and answered
 greedily (``NeedleTask.answer``). ``--skip-fit`` scores the newest existing runs; ``--checkpoint``
 scores one given checkpoint (in its ``titans fit`` run folder) and trains nothing; ``--haystack``
-tests on another haystack than the run's (``text``: the shipped Shakespeare, up to ~505K tokens). The transformer
-(its KV cache grows with the context) is read only up to ``--max-full-attention-length`` tokens;
-longer lengths are marked "not run (memory)".
+tests on another haystack than the run's (``text``: the shipped Shakespeare, up to ~505K tokens).
+The transformer (its KV cache grows with the context) is read only up to
+``--max-full-attention-length`` tokens; longer lengths are marked "not run (memory)".
 
 Prints, per variant, the steps and minutes trained, the markdown table (exact match % and the
 seconds per cell: reading and decoding, a batch's time shared equally by its samples; the samples
@@ -201,8 +201,8 @@ def report(name: str, r: dict, out: Path) -> None:
     chance = f"{symbols ** -(r['needle_len'] * r['values']):.0e}" if symbols and r["lengths"] else "n/a"
     head = (f"## {name}: {r.get('task', 'single')} task, {r.get('haystack', 'noise')} haystack, {r['steps']} steps "
             f"in {r['fit_minutes']:.1f} min (last train loss {r['final_train_loss']:.3f}), grid evaluated in "
-            f"{r['eval_seconds']:.0f} s reading "
-            f"{r['eval_chunk']} tokens per call, overall {100 * r['overall']:.1f}% (chance {chance})")
+            f"{r['eval_seconds']:.0f} s reading {r['eval_chunk']} tokens per call, overall "
+            f"{100 * r['overall']:.1f}% (chance {chance})")
     losses = ", ".join(f"{int(n):,}: {v:.3f}" for n, v in r["answer_nll_by_length"].items())
     print(f"\n{head}\n{r['table']}\nanswer loss per token (nats) by length: {losses}", flush=True)
     (out / f"niah_{name}.md").write_text(f"{head}\n\nexact match % (seconds per cell)\n\n{r['table']}\n")

@@ -68,6 +68,11 @@ def base_args(a: argparse.Namespace, root: Path, seed: int) -> list[str]:
             "--seed_everything", str(seed), "--model.backbone.memory_init_decay_bias", str(a.decay_init), *QUIET]
 
 
+def long_stage_args(common: list[str]) -> list[str]:
+    """``common`` (from :func:`base_args`) with the long stage's fragment composed after the recipe."""
+    return [*common[:2], "-c", str(STAGE2), *common[2:]]
+
+
 def stage_args(a: argparse.Namespace, stage: int, root: Path, seed: int, start: Optional[Path]) -> list[str]:
     """The ``titans fit`` arguments of one stage (1: short haystacks; 2: long ones from ``start``)."""
     common = base_args(a, root, seed)
@@ -76,7 +81,7 @@ def stage_args(a: argparse.Namespace, stage: int, root: Path, seed: int, start: 
     if stage == 1:
         return [*common, *schedule, "--data.eval_lengths", "[128, 512, 2048]", "--data.samples_per_cell", "4", *a.set,
                 *a.stage1_set]
-    return [*common[:2], "-c", str(STAGE2), *common[2:], *schedule, "--model.pretrained", str(start),
+    return [*long_stage_args(common), *schedule, "--model.pretrained", str(start),
             "--data.train_length", str(a.stage2_length), "--data.batch_size", str(a.stage2_batch),
             "--model.optimizer.init_args.lr", str(a.stage2_lr), "--model.tbptt_segment", str(a.tbptt), *a.set,
             *a.stage2_set]
@@ -144,8 +149,8 @@ def run_seed(a: argparse.Namespace, seed: int, run: Optional[Runner] = None) -> 
     second = fit_stage(run, stage_args(a, 2, work / "stage2", seed, start), work / "stage2")
     checkpoint = REPO / second["checkpoint"]
     test_root = work / "test"
-    common = base_args(a, test_root, seed)  # with the long stage's data settings, which every task fits
-    test_args = [*common[:2], "-c", str(STAGE2), *common[2:], "--data.train_length", str(a.stage2_length),
+    # with the long stage's data settings, which every task fits
+    test_args = [*long_stage_args(base_args(a, test_root, seed)), "--data.train_length", str(a.stage2_length),
                  "--data.test_lengths", json.dumps(a.test_lengths), "--data.test_samples_per_cell",
                  str(a.test_samples), *a.set, *a.stage2_set]
     test = evaluate_checkpoint(run, test_args, checkpoint, test_root)
