@@ -4,8 +4,9 @@ filler and on the needle.
     OMP_NUM_THREADS=1 python experiments/longctx/gates.py \\
         runs/longctx/two_stage/lmm_d-12-seed0/stage2/csv/version_0/checkpoints/last.ckpt --length 2048 --depth 0.5
 
-One noise haystack of ``--length`` tokens (the 5-digit pass key at ``--depth``, RULER's filler, as the
-needle DataModule makes it) is read through the checkpoint's backbone; every ``NeuralMemory``'s
+One haystack of ``--length`` tokens (the 5-digit pass key at ``--depth``; ``--haystack noise``:
+RULER's filler, ``text``: a slice of the shipped Shakespeare's held-out last 10 %, as the needle
+DataModule's test grid cuts it) is read through the checkpoint's backbone; every ``NeuralMemory``'s
 gates are recorded as it computes them: theta (inner learning rate), eta (momentum) and alpha (the
 forget gate; a write fades to 1/e in about 1 / alpha tokens). Printed per memory (in block order):
 their mean and max over the filler (every haystack token but the needle sentence's and the first
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules.text.niah import NeedleDataModule
 from datamodules.text.niah_samples import TEMPLATES, Haystack, make_sample
 from datamodules.text.tokenizer import ByteTokenizer
 from titans_lightning.memory.layer import NeuralMemory
@@ -55,13 +57,20 @@ def summarise(gates: tuple[Tensor, Tensor, Tensor], filler: Tensor, needle: Tens
     return out
 
 
-def read_gates(checkpoint: Path, length: int, depth: float, skip: int = 100, seed: int = 0) -> list[dict]:
+def test_haystack(kind: str, length: int) -> Haystack:
+    """The filler the needle DataModule's test grid reads ``length``-token haystacks from: the noise,
+    or (``text``) the held-out part of the shipped Shakespeare (raises if it is shorter)."""
+    return NeedleDataModule(haystack=kind, eval_lengths=[length]).haystacks("test")[1]
+
+
+def read_gates(checkpoint: Path, length: int, depth: float, skip: int = 100, seed: int = 0,
+               haystack: str = "noise") -> list[dict]:
     """The gates of every memory of ``checkpoint`` on one haystack (see the module docstring)."""
     task = load_lm(checkpoint, "cpu")
     memories = [m for m in task.backbone.modules() if isinstance(m, NeuralMemory)]
     if not memories:
         raise ValueError(f"{checkpoint}: the model has no neural memory (a transformer or SWA checkpoint?)")
-    sample = make_sample(Haystack(), length, depth, "number", 5, np.random.default_rng(seed), ByteTokenizer.eod_id)
+    sample = make_sample(test_haystack(haystack, length), length, depth, "number", 5, np.random.default_rng(seed), ByteTokenizer.eod_id)
     tokens = torch.from_numpy(sample.tokens[:sample.prompt_len])[None]
     calls = record_gates(memories)
     with torch.no_grad():
@@ -97,9 +106,11 @@ def main(argv: Optional[list[str]] = None) -> list[dict]:
     parser.add_argument("--depth", type=float, default=0.5)
     parser.add_argument("--skip", type=int, default=100, help="first filler tokens left out (the memory warming up)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--haystack", choices=["noise", "text"], default="noise",
+                        help="text: the shipped Shakespeare's held-out slice (as niah.py --haystack text)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    rows = read_gates(args.checkpoint, args.length, args.depth, args.skip, args.seed)
+    rows = read_gates(args.checkpoint, args.length, args.depth, args.skip, args.seed, args.haystack)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

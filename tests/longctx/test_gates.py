@@ -1,15 +1,19 @@
 """``experiments/longctx/gates.py`` on a real (debug, MAC) needle checkpoint: one row per memory,
 each gate within its range, means and maxima over hand-made masks; a model's
-forget-gate bound shows in what it reads; a model without memory is refused by name."""
+forget-gate bound shows in what it reads; the text haystack is the held-out Shakespeare; a model
+without memory is refused by name."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from datamodules.text.niah import TRAIN_SHARE
+from datamodules.text.niah_samples import read_corpus
 from experiments.longctx import gates
 from titans_lightning.backbone import TitansConfig
 from titans_lightning.memory.layer import NeuralMemory
@@ -54,3 +58,13 @@ def test_a_model_without_memory_is_refused(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(gates, "load_lm", lambda path, device: NoMemory())
     with pytest.raises(ValueError, match="swa.ckpt: the model has no neural memory"):
         gates.read_gates(tmp_path / "swa.ckpt", 256, 0.5)
+
+
+def test_text_haystack_reads_the_held_out_shakespeare(debug_run: Path) -> None:
+    filler = gates.test_haystack("text", 256).filler(200, np.random.default_rng(0))
+    corpus = read_corpus("data/text/shakespeare")
+    held_out = corpus[int(corpus.size * TRAIN_SHARE):].tobytes()
+    assert filler.size == 200 and filler.tobytes() in held_out
+    rows = gates.main([str(debug_run / "checkpoints" / "last.ckpt"), "--length", "256", "--skip", "10",
+                       "--haystack", "text"])
+    assert len(rows) == TitansConfig(variant="mac", size="debug").depth
