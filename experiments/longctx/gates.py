@@ -57,7 +57,7 @@ def summarise(gates: tuple[Tensor, Tensor, Tensor], filler: Tensor, needle: Tens
     return out
 
 
-def test_haystack(kind: str, length: int) -> Haystack:
+def evaluation_haystack(kind: str, length: int) -> Haystack:
     """The filler the needle DataModule's test grid reads ``length``-token haystacks from: the noise,
     or (``text``) the held-out part of the shipped Shakespeare (raises if it is shorter)."""
     return NeedleDataModule(haystack=kind, eval_lengths=[length]).haystacks("test")[1]
@@ -70,7 +70,8 @@ def read_gates(checkpoint: Path, length: int, depth: float, skip: int = 100, see
     memories = [m for m in task.backbone.modules() if isinstance(m, NeuralMemory)]
     if not memories:
         raise ValueError(f"{checkpoint}: the model has no neural memory (a transformer or SWA checkpoint?)")
-    sample = make_sample(test_haystack(haystack, length), length, depth, "number", 5, np.random.default_rng(seed), ByteTokenizer.eod_id)
+    filler = evaluation_haystack(haystack, length)
+    sample = make_sample(filler, length, depth, "number", 5, np.random.default_rng(seed), ByteTokenizer.eod_id)
     tokens = torch.from_numpy(sample.tokens[:sample.prompt_len])[None]
     calls = record_gates(memories)
     with torch.no_grad():

@@ -61,7 +61,7 @@ def test_a_model_without_memory_is_refused(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_text_haystack_reads_the_held_out_shakespeare(debug_run: Path) -> None:
-    filler = gates.test_haystack("text", 256).filler(200, np.random.default_rng(0))
+    filler = gates.evaluation_haystack("text", 256).filler(200, np.random.default_rng(0))
     corpus = read_corpus("data/text/shakespeare")
     held_out = corpus[int(corpus.size * TRAIN_SHARE):].tobytes()
     assert filler.size == 200 and filler.tobytes() in held_out
