@@ -70,8 +70,8 @@ def read_gates(checkpoint: Path, length: int, depth: float, skip: int = 100, see
     memories = [m for m in task.backbone.modules() if isinstance(m, NeuralMemory)]
     if not memories:
         raise ValueError(f"{checkpoint}: the model has no neural memory (a transformer or SWA checkpoint?)")
-    filler = evaluation_haystack(haystack, length)
-    sample = make_sample(filler, length, depth, "number", 5, np.random.default_rng(seed), ByteTokenizer.eod_id)
+    source = evaluation_haystack(haystack, length)
+    sample = make_sample(source, length, depth, "number", 5, np.random.default_rng(seed), ByteTokenizer.eod_id)
     tokens = torch.from_numpy(sample.tokens[:sample.prompt_len])[None]
     calls = record_gates(memories)
     with torch.no_grad():
